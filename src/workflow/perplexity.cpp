@@ -1,0 +1,98 @@
+#include "workflow/perplexity.hpp"
+
+#include <chrono>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "cpu/forward.hpp"
+#include "cpu/threads.hpp"
+#include "io/checkpoint.hpp"
+#include "text/corpus.hpp"
+#include "text/token_file.hpp"
+#include "text/tokenizer.hpp"
+
+namespace tl {
+
+namespace fs = std::filesystem;
+
+PplRun run_perplexity(const PplRunOptions& opt) {
+  PplRun run;
+  run.checkpoint = opt.checkpoint.string();
+  run.corpus = opt.corpus;
+  run.threads = num_threads();
+  const Model model = load_checkpoint(opt.checkpoint);
+  const int64_t V = model.config.vocab_size;
+
+  std::vector<int32_t> tokens;
+  const auto t0 = std::chrono::steady_clock::now();
+  int32_t bos = int32_t(model.config.bos_token_id);
+  if (opt.corpus == "tokens") {
+    TL_CHECK(!opt.input.empty(), "ppl: --corpus tokens needs --input TOKEN_FILE");
+    TokenFile tf = read_token_file(opt.input);
+    TL_CHECK(tf.meta.vocab_size <= uint32_t(V), "ppl: {} was made for a vocabulary of {} tokens, the model has {}",
+             opt.input.string(), tf.meta.vocab_size, V);
+    if (opt.ppl.protocol == PplProtocol::Seed && !tf.meta.protocol.empty() && tf.meta.protocol != "seed")
+      log_warn("ppl: {} was prepared with protocol '{}', not 'seed'", opt.input.string(), tf.meta.protocol);
+    if (opt.ppl.protocol == PplProtocol::Llama && !tf.meta.bos)
+      log_warn("ppl: {} has no BOS at its start; llama-perplexity's stream starts with one", opt.input.string());
+    tokens = std::move(tf.tokens);
+    run.split = tf.meta.split;
+    run.input = opt.input.string();
+    run.preparation = tf.meta.protocol.empty() ? "token file" : "token file (" + tf.meta.protocol + ")";
+  } else {
+    const fs::path tok_path = opt.tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : opt.tokenizer;
+    const Tokenizer tok = Tokenizer::from_file(tok_path);
+    TL_CHECK(tok.vocab_size() <= size_t(V), "ppl: tokenizer {} has {} tokens, the model only {}",
+             tok_path.string(), tok.vocab_size(), V);
+    if (tok.bos_id() >= 0) bos = tok.bos_id();
+    PrepareOptions p;
+    p.corpus = parse_corpus_kind(opt.corpus);
+    p.input = opt.input;
+    p.split = parse_split(opt.split);
+    p.split_given = true;
+    std::error_code ec;
+    const bool single_file = !opt.input.empty() && fs::is_regular_file(opt.input, ec);
+    if (single_file) p.split_given = false;  // the file is the split
+    switch (opt.ppl.protocol) {
+      case PplProtocol::Seed: p.protocol = PrepProtocol::Seed; break;
+      case PplProtocol::Llama:
+      case PplProtocol::Window:
+        p.protocol = single_file && p.corpus != CorpusKind::Jsonl ? PrepProtocol::Raw : PrepProtocol::Plain;
+        p.bos = opt.ppl.protocol == PplProtocol::Llama;
+        break;
+    }
+    PreparedTokens prep = prepare_corpus(p, tok);
+    tokens = std::move(prep.tokens);
+    run.split = single_file ? "" : std::string(split_name(p.split));
+    run.input = prep.inputs.size() == 1 ? prep.inputs[0].string()
+                                        : (prep.inputs.empty() ? "" : prep.inputs[0].parent_path().string());
+    run.preparation = std::string(prep_protocol_name(p.protocol)) + (p.bos ? " + BOS" : "");
+  }
+  run.prepare_seconds = seconds_since(t0);
+  run.corpus_tokens = tokens.size();
+
+  PplOptions po = opt.ppl;
+  po.bos_id = bos;
+  const auto windows = make_ppl_windows(tokens, po);
+  TL_CHECK(windows[0].tokens.size() <= size_t(model.config.max_position_embeddings),
+           "ppl: context {} exceeds the model's max_position_embeddings {}", windows[0].tokens.size(),
+           model.config.max_position_embeddings);
+
+  CpuModel cpu(model);
+  std::vector<float> hidden, rows;
+  const int64_t C = model.config.hidden_size;
+  auto logits = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first, std::vector<float>& out) {
+    cpu.forward(toks, B, T, hidden);
+    const int64_t n = T - 1 - first;
+    rows.resize(size_t(B * n * C));
+    for (int64_t b = 0; b < B; ++b)
+      std::copy(hidden.begin() + (b * T + first) * C, hidden.begin() + (b * T + first + n) * C,
+                rows.begin() + b * n * C);
+    out.resize(size_t(B * n * V));
+    cpu.logits(rows.data(), B * n, out.data());
+  };
+  run.result = evaluate_ppl(windows, V, logits, po);
+  return run;
+}
+
+}  // namespace tl

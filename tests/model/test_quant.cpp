@@ -1,0 +1,83 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "model/model.hpp"
+#include "model/quant.hpp"
+
+using namespace tl;
+
+TEST(WeightQuant, AbsmeanScaleAndHalfToEvenCodes) {
+  // mean|w| = 1.0 -> alpha 1; 0.5 and -0.5 round to 0 (half to even), 1.5 -> 2 -> clamped to 1, -2.5 -> -2 -> -1
+  std::vector<float> w = {0.5f, -0.5f, 1.5f, -2.5f, 0.49f, -0.51f, 0.0f, 2.5f};
+  // sum |w| = 0.5+0.5+1.5+2.5+0.49+0.51+0+2.5 = 8.5 -> mean 1.0625
+  const float alpha = absmean_scale(w.data(), w.size());
+  EXPECT_FLOAT_EQ(alpha, 1.0625f);
+  std::vector<int8_t> c(w.size());
+  std::vector<float> unit = {0.5f, -0.5f, 1.5f, -2.5f, 0.49f, -0.51f, 0.0f, 2.5f};
+  const size_t zeros = ternarize(unit.data(), unit.size(), 1.0f, c.data());
+  EXPECT_EQ(c, (std::vector<int8_t>{0, 0, 1, -1, 0, -1, 0, 1}));
+  EXPECT_EQ(zeros, 4u);
+  // 1.5 * 1 rounds to 2 (even) before the clamp; 0.5 to 0 — the dead zone is |w| <= alpha/2 inclusive
+}
+
+TEST(WeightQuant, ScaleClampedAt1e5) {
+  std::vector<float> w(16, 0.0f);
+  EXPECT_FLOAT_EQ(absmean_scale(w.data(), w.size()), 1e-5f);
+}
+
+TEST(ActQuant, PerRowAbsmaxInt8) {
+  std::vector<float> x = {1.0f, -0.5f, 0.25f, 0.0f, 2.0f / 254.0f};
+  std::vector<int8_t> q(x.size());
+  const float s = quantize_activation_row(x.data(), x.size(), q.data());
+  EXPECT_FLOAT_EQ(s, 127.0f);
+  // -0.5*127 = -63.5 -> -64 (even); 0.25*127 = 31.75 -> 32; 2/254*127 = 1.0
+  EXPECT_EQ(q, (std::vector<int8_t>{127, -64, 32, 0, 1}));
+  std::vector<float> fq(x.size());
+  fake_quantize_activation_row(x.data(), x.size(), fq.data());
+  EXPECT_FLOAT_EQ(fq[1], -64.0f / 127.0f);
+  std::vector<float> zeros(4, 0.0f);
+  std::vector<int8_t> qz(4);
+  EXPECT_FLOAT_EQ(quantize_activation_row(zeros.data(), 4, qz.data()), 127.0f / 1e-5f);
+}
+
+TEST(ModelViews, CanonicalLayoutAndFixedScale) {
+  Model m = make_model(config_preset("tiny"));
+  const auto& cfg = m.config;
+  // embed + per layer (2 norms in, 4 attn, sub norm, post norm, 3 mlp, sub norm) + final norm; tied: no lm_head
+  EXPECT_EQ(m.views.size(), 1 + 11 * size_t(cfg.num_hidden_layers) + 1);
+  EXPECT_FALSE(m.has("lm_head.weight"));
+  const auto& q = m.view(Model::linear_name(1, kQ));
+  EXPECT_EQ(q.shape, (std::vector<int64_t>{cfg.q_dim(), cfg.hidden_size}));
+  const auto& down = m.view(Model::linear_name(0, kDown));
+  EXPECT_EQ(down.shape, (std::vector<int64_t>{cfg.hidden_size, cfg.intermediate_size}));
+  init_random(m, 5);
+  auto t = quantize_weight(m, q);
+  EXPECT_FLOAT_EQ(t.scale, absmean_scale(m.params.data() + q.offset, q.numel));
+  m.fixed_scale[q.name] = 10.0f;  // huge scale: everything in the dead zone
+  auto t2 = quantize_weight(m, q);
+  EXPECT_EQ(t2.scale, 10.0f);
+  EXPECT_EQ(t2.zeros, q.numel);
+  EXPECT_THROW(quantize_weight(m, m.view("model.norm.weight")), Error);
+}
+
+TEST(ModelViews, TwoB4TParameterCount) {
+  // The exact BitNet b1.58-2B-4T shapes (counts from the reference, §1.1) — views only, no allocation check.
+  BitNetConfig c = config_preset("2b4t");
+  size_t total = size_t(c.vocab_size * c.hidden_size);
+  size_t linear = 0;
+  const size_t C = size_t(c.hidden_size), F = size_t(c.intermediate_size), KV = size_t(c.kv_dim());
+  linear = size_t(c.num_hidden_layers) * (2 * C * C + 2 * KV * C + 3 * C * F);
+  total += linear + size_t(c.num_hidden_layers) * (3 * C + F) + C;
+  EXPECT_EQ(linear, 2084044800u);
+  EXPECT_EQ(total, 2412820480u);
+}
+
+TEST(Config, PresetsAndValidation) {
+  EXPECT_THROW(config_preset("huge"), Error);
+  BitNetConfig c = config_preset("tiny");
+  c.num_key_value_heads = 3;  // 4 heads not a multiple of 3
+  EXPECT_THROW(c.validate(), Error);
+}
