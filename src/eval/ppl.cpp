@@ -89,8 +89,8 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
   PplResult r;
   r.protocol = ppl_protocol_name(opt.protocol);
   r.ctx = T;
-  double sum = 0, sum2 = 0;
-  int64_t count = 0;
+  std::vector<double> nlls;  // kept for an exact two-pass variance
+  nlls.reserve(windows.size() * size_t(T));
   const int64_t rows = T - 1 - first;
   std::vector<int32_t> batch_tokens;
   std::vector<float> out;
@@ -111,9 +111,7 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
         const double nll = token_nll(out.data() + (b * rows + i) * vocab, vocab, toks[size_t(first + i + 1)]);
         TL_CHECK(std::isfinite(nll), "perplexity: non-finite loss at window {} position {}", w0 + size_t(b),
                  first + i);
-        sum += nll;
-        sum2 += nll * nll;
-        ++count;
+        nlls.push_back(nll);
       }
     }
     progress.update(w1, w1 * uint64_t(T));
@@ -121,10 +119,15 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
   progress.finish();
   r.seconds = seconds_since(start);
   r.windows = int64_t(windows.size());
+  const auto count = int64_t(nlls.size());
   r.tokens_scored = count;
+  double sum = 0;
+  for (double x : nlls) sum += x;
   r.mean_nll = sum / double(count);
   r.ppl = std::exp(r.mean_nll);
-  const double var = std::max(0.0, sum2 / double(count) - r.mean_nll * r.mean_nll);
+  double ss = 0;
+  for (double x : nlls) ss += (x - r.mean_nll) * (x - r.mean_nll);
+  const double var = ss / double(count);  // population variance, as llama-perplexity's E[x²] − E[x]²
   r.nll_stderr = count > 1 ? std::sqrt(var / double(count - 1)) : 0.0;
   r.ppl_stderr = r.ppl * r.nll_stderr;
   r.tokens_per_s = r.seconds > 0 ? double(r.windows * T) / r.seconds : 0.0;

@@ -27,10 +27,16 @@ size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
   return zeros;
 }
 
+float act_scale(float amax) {
+  // torch evaluates `127 / t` as t.reciprocal() * 127 (Tensor.__rtruediv__): two roundings, not one
+  // division. Matching it keeps every int8 code identical to transformers' ActQuant.
+  return (1.0f / std::max(amax, kActScaleEps)) * 127.0f;
+}
+
 float quantize_activation_row(const float* x, size_t n, int8_t* q) {
   float amax = 0;
   for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float s = 127.0f / std::max(amax, kActScaleEps);
+  const float s = act_scale(amax);
   for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f));
   return s;
 }
@@ -38,7 +44,7 @@ float quantize_activation_row(const float* x, size_t n, int8_t* q) {
 float fake_quantize_activation_row(const float* x, size_t n, float* out) {
   float amax = 0;
   for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float s = 127.0f / std::max(amax, kActScaleEps);
+  const float s = act_scale(amax);
   for (size_t i = 0; i < n; ++i) out[i] = std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f) / s;
   return s;
 }

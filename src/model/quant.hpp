@@ -4,7 +4,7 @@
 // Weights, per tensor:  codes = clamp(round(w * (1/alpha)), -1, 1),  effective w = codes * alpha
 //   absmean:    alpha = max(mean|W| over all entries, 1e-5)   (BitNet / transformers WeightQuant)
 //   fixed:      alpha given (packed checkpoints' weight_scale; the study's rpt-fixed s_orig)
-// Activations, per token (row): s = 127 / max(max|x|, 1e-5), q = clamp(round(x * s), -128, 127),
+// Activations, per token (row): s = 127 / max(max|x|, 1e-5) (as (1/m)*127, like torch), q = clamp(round(x * s), -128, 127),
 //   effective x = q / s  (transformers ActQuant).
 // Rounding is half-to-even (nearbyint in the default mode), as torch.round; arithmetic in fp32 as torch.
 #pragma once
@@ -24,6 +24,9 @@ float absmean_scale(const float* w, size_t n);
 
 // codes[i] in {-1,0,1} for scale alpha. Returns the number of zero codes.
 size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes);
+
+// s = 127 / max(amax, 1e-5), evaluated as torch does: reciprocal, then times 127.
+float act_scale(float amax);
 
 // Per-token activation quantization of one row of n values: writes q (int8), returns s = 127/max|x|.
 float quantize_activation_row(const float* x, size_t n, int8_t* q);
