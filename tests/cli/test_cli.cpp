@@ -1,0 +1,147 @@
+// End-to-end tests of the ternlab binary: the commands a user types, their JSON, their exit codes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(TERNLAB_BINARY) + " " + args + " 2>&1";
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// Parses the JSON object printed last (logs may precede it on stderr).
+nlohmann::json last_json(const std::string& out) {
+  const auto pos = out.rfind("\n{");
+  return nlohmann::json::parse(pos == std::string::npos ? out : out.substr(pos + 1));
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("ternlab-cli-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    const auto r = run("-q init --preset tiny --seed 3 -o " + (dir_ / "tiny").string());
+    ASSERT_EQ(r.code, 0) << r.out;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static fs::path dir_;
+};
+fs::path Cli::dir_;
+
+TEST_F(Cli, InfoJsonDescribesTheModel) {
+  const auto r = run("-q info --json " + (dir_ / "tiny").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = last_json(r.out);
+  EXPECT_EQ(j["config"]["hidden_size"], 64);
+  EXPECT_EQ(j["params"]["total"], 119552);
+  const double neg = j["ternary"]["code_neg"], zero = j["ternary"]["code_zero"], pos = j["ternary"]["code_pos"];
+  EXPECT_NEAR(neg + zero + pos, 1.0, 1e-9);
+  // Gaussian latents under absmean: P(|w| < 0.5·E|w|) = P(|z| < 0.399) ≈ 0.31
+  EXPECT_NEAR(zero, 0.31, 0.02);
+  EXPECT_EQ(j["tensors"].size(), 24u);
+}
+
+TEST_F(Cli, PplSeedAndLlamaOnBrown) {
+  const auto seed = run("-q ppl --json --corpus brown --split test " + (dir_ / "tiny").string());
+  ASSERT_EQ(seed.code, 0) << seed.out;
+  const auto j = last_json(seed.out);
+  EXPECT_EQ(j["protocol"], "seed");
+  EXPECT_EQ(j["windows"], 50);
+  EXPECT_EQ(j["tokens_scored"], 50 * 127);
+  // a random model is close to uniform over its 512-token vocabulary
+  EXPECT_GT(double(j["ppl"]), 300.0);
+  EXPECT_LT(double(j["ppl"]), 900.0);
+  const auto llama =
+      run("-q ppl --json --protocol llama --ctx 64 --windows 10 --corpus brown --split test " + (dir_ / "tiny").string());
+  ASSERT_EQ(llama.code, 0) << llama.out;
+  const auto k = last_json(llama.out);
+  EXPECT_EQ(k["protocol"], "llama");
+  EXPECT_EQ(k["tokens_scored"], 10 * 31);  // 64 - 32 - 1 targets per window
+  // deterministic: the same command gives the same number
+  const auto again = last_json(run("-q ppl --json --corpus brown --split test " + (dir_ / "tiny").string()).out);
+  EXPECT_EQ(double(again["ppl"]), double(j["ppl"]));
+}
+
+TEST_F(Cli, ImpossibleFlagsFailClearly) {
+  const std::string ck = (dir_ / "tiny").string();
+  auto r = run("ppl --protocol wiki " + ck);
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("unknown perplexity protocol 'wiki'"));
+  r = run("ppl --ctx 1 " + ck);
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--ctx must be at least 2"));
+  r = run("ppl --protocol window --ctx 1024 " + ck);  // the tiny model has 256 positions
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("max_position_embeddings"));
+  r = run("ppl --split nonsense " + ck);
+  EXPECT_NE(r.code, 0);
+  r = run("ppl " + (dir_ / "missing").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("missing"));
+  r = run("init --preset huge -o " + (dir_ / "x").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("unknown model preset 'huge'"));
+  r = run("init --layers -2 -o " + (dir_ / "x").string());
+  EXPECT_NE(r.code, 0);
+}
+
+TEST_F(Cli, InitNeverOverwritesWithoutForce) {
+  const std::string ck = (dir_ / "tiny").string();
+  const auto before = fs::last_write_time(dir_ / "tiny" / "model.safetensors");
+  auto r = run("init --preset tiny -o " + ck);
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--force"));
+  EXPECT_EQ(fs::last_write_time(dir_ / "tiny" / "model.safetensors"), before);
+}
+
+TEST_F(Cli, CorruptCheckpointIsRefused) {
+  const fs::path bad = dir_ / "bad";
+  fs::create_directories(bad);
+  fs::copy_file(dir_ / "tiny" / "config.json", bad / "config.json");
+  fs::copy_file(dir_ / "tiny" / "tokenizer.json", bad / "tokenizer.json");
+  {  // a truncated model file
+    std::ifstream in(dir_ / "tiny" / "model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream out(bad / "model.safetensors", std::ios::binary);
+    out.write(bytes.data(), std::streamsize(bytes.size() / 2));
+  }
+  const auto r = run("ppl " + bad.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("model.safetensors"));
+}
+
+TEST_F(Cli, PackedLayoutGivesTheSamePerplexityAsItsMaster) {
+  // The packed checkpoint stores the master's codes and its absmean scale rounded to bf16.
+  const std::string m = (dir_ / "m").string(), p = (dir_ / "p").string();
+  ASSERT_EQ(run("-q init --preset tiny --seed 9 --dtype f32 -o " + m).code, 0);
+  ASSERT_EQ(run("-q init --preset tiny --seed 9 --layout packed --dtype f32 -o " + p).code, 0);
+  const auto a = last_json(run("-q ppl --json --corpus brown --split test --windows 5 " + m).out);
+  const auto b = last_json(run("-q ppl --json --corpus brown --split test --windows 5 " + p).out);
+  EXPECT_NEAR(double(a["ppl"]), double(b["ppl"]), 1e-3 * double(a["ppl"]));
+}
+
+}  // namespace
