@@ -60,7 +60,10 @@ TokenFileMeta token_meta_from_json(const nlohmann::json& j, uint32_t vocab_size,
   TokenFileMeta m;
   m.vocab_size = vocab_size;
   m.extra = nlohmann::json::object();
-  for (const auto& [key, v] : j.items()) {
+  for (const auto& item : j.items()) {
+    // Plain references, not structured bindings: clang 14 cannot capture those in a lambda.
+    const std::string& key = item.key();
+    const nlohmann::json& v = item.value();
     auto str = [&](std::string& dst) {
       TL_CHECK(v.is_string(), "{}: metadata \"{}\" is a {}, expected a string", what, key, v.type_name());
       dst = v.get<std::string>();
