@@ -8,8 +8,20 @@
 namespace tl {
 
 float absmean_scale(const float* w, size_t n) {
+  // Fixed-size blocks summed in double, then the block sums in order: the result does not depend on the
+  // number of threads (run-to-run reproducibility), and large tensors use all cores.
+  constexpr size_t kBlock = size_t(1) << 16;
+  const size_t nblocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(nblocks, 0.0);
+#pragma omp parallel for schedule(static) if (nblocks > 4)
+  for (size_t b = 0; b < nblocks; ++b) {
+    double sum = 0;
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    for (size_t i = b * kBlock; i < end; ++i) sum += std::fabs(double(w[i]));
+    partial[b] = sum;
+  }
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += std::fabs(double(w[i]));
+  for (double p : partial) sum += p;
   const float mean = n ? float(sum / double(n)) : 0.0f;
   return std::max(mean, kWeightScaleEps);
 }
@@ -18,9 +30,9 @@ size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
   // transformers: s = 1/alpha in fp32, then (w*s).round().clamp(-1,1)
   const float inv = 1.0f / alpha;
   size_t zeros = 0;
+#pragma omp parallel for schedule(static) reduction(+ : zeros) if (n > (size_t(1) << 18))
   for (size_t i = 0; i < n; ++i) {
-    float r = std::nearbyint(w[i] * inv);
-    r = std::clamp(r, -1.0f, 1.0f);
+    const float r = std::clamp(std::nearbyint(w[i] * inv), -1.0f, 1.0f);
     codes[i] = int8_t(r);
     zeros += (codes[i] == 0);
   }

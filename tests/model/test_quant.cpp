@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <omp.h>
+
 #include "core/error.hpp"
 #include "model/model.hpp"
 #include "model/quant.hpp"
@@ -80,4 +82,17 @@ TEST(Config, PresetsAndValidation) {
   BitNetConfig c = config_preset("tiny");
   c.num_key_value_heads = 3;  // 4 heads not a multiple of 3
   EXPECT_THROW(c.validate(), Error);
+}
+
+TEST(WeightQuant, ScaleDoesNotDependOnThreadCount) {
+  std::vector<float> w(3'000'001);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.37) * (1.0 + double(i % 7)));
+  omp_set_num_threads(1);
+  const float one = absmean_scale(w.data(), w.size());
+  omp_set_num_threads(2);
+  const float two = absmean_scale(w.data(), w.size());
+  omp_set_num_threads(3);
+  const float three = absmean_scale(w.data(), w.size());
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, three);
 }
