@@ -1,0 +1,146 @@
+// The exact fp32 CPU reference forward pass of BitNet b1.58 (transformers' BitNetForCausalLM with
+// AutoBitLinear online quantization; ../shared/reference/bitnet-arch-and-formats.md §1.3-§1.5).
+//
+// Every ternary linear runs in integer form: per-token int8 activation codes q (model/quant.hpp),
+// ternary codes T and scale alpha (quantize_weight), y = (sum_k q_k T_k) * alpha / s. The integer sums are
+// computed exactly by an fp32 GEMM (all partial sums are integers below 2^24), so a row's output never
+// depends on which other rows share the batch, nor on the BLAS' summation order.
+//
+// llm.c style: `xxx_forward` functions over flat row-major buffers, composed by CpuModel.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/model.hpp"
+
+namespace tl {
+
+// ---------------------------------------------------------------------------------------------------------
+// Building blocks (exposed for tests and for the other backends' checks).
+
+// out (N,C) = weight * (inp * rsqrt(mean(inp^2) + eps)), per row. out may alias inp.
+void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t N, int64_t C, float eps);
+
+// RoPE tables, computed in fp32 like torch: inv_freq[j] = 1 / theta^(2j/head_dim) (j < head_dim/2),
+// angle = pos * inv_freq[j], cos/sin of the fp32 angle.
+struct RopeTable {
+  int64_t head_dim = 0, max_pos = 0;
+  std::vector<float> cos, sin;  // each (max_pos, head_dim/2)
+  const float* cos_at(int64_t pos) const { return cos.data() + pos * (head_dim / 2); }
+  const float* sin_at(int64_t pos) const { return sin.data() + pos * (head_dim / 2); }
+};
+RopeTable make_rope_table(double theta, int64_t head_dim, int64_t max_pos);
+
+// Half-split ("NeoX") rotation in place: x is (n_heads, head_dim) of one token; element i pairs with
+// i + head_dim/2: x' = x*cos + rotate_half(x)*sin, rotate_half(x) = concat(-x[d/2:], x[:d/2]).
+void rope_forward(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
+
+// Causal GQA attention. q is (B,T,NH,hd) after RoPE; k, v are (B,S,NKV,hd) holding positions
+// 0 .. pos0+T-1 (S >= pos0+T is the row stride in positions: T for a full forward, the cache capacity for
+// incremental decoding). Query t sits at position pos0+t and attends to keys 0..pos0+t; query head h reads
+// kv head h / (NH/NKV). out is (B,T,NH,hd), heads concatenated head-major.
+void attention_forward(float* out, const float* q, const float* k, const float* v, int64_t B, int64_t T,
+                       int64_t S, int64_t pos0, int64_t NH, int64_t NKV, int64_t hd);
+
+// out (N,ldo) columns 0..M-1 = (xa (N,K) . codes (M,K)^T) * row_scale[n], where xa are int8 activation codes
+// and codes ternary. Exact: the integer sums are computed exactly (|sum| <= 128*K < 2^24; checked:
+// K <= 131072). Up to 8 rows: int8 dot products (AVX2 when the CPU has it). More rows: the codes are
+// expanded to fp32 128 weight rows at a time into `scratch` and multiplied by sgemm, exact since every
+// partial sum is an integer below 2^24; so no fp32 copy of a whole weight exists. Both give the same bits.
+void ternary_matmul_forward(float* out, int64_t ldo, const int8_t* xa, const float* row_scale,
+                            const int8_t* codes, int64_t N, int64_t M, int64_t K,
+                            std::vector<float>& scratch);
+
+// ---------------------------------------------------------------------------------------------------------
+// Debug taps for golden tests. Set `layers`; a forward then fills, for each listed layer l and each
+// linear name n in kLinearNames (q/k/v share one input, as do gate/up):
+//   f32["layers.l.<n>.input"]        (rows, in)  fp32 input of the BitLinear, before activation quantization
+//   i8 ["layers.l.<n>.input"]        (rows, in)  its int8 activation codes
+//   f32["layers.l.<n>.input_scale"]  (rows)      its per-row scale s = 127 / max|x|
+//   f32["layers.l.output"]           (rows, C)   the hidden state leaving the layer (residual stream)
+// rows = B*T for forward, n_new for forward_step. Entries are overwritten by each forward.
+struct ForwardTaps {
+  std::vector<int> layers;
+  std::map<std::string, std::vector<float>> f32;
+  std::map<std::string, std::vector<int8_t>> i8;
+  bool wants(int64_t layer) const;
+};
+
+// A ternary linear prepared for inference: codes [out, in] and the scale alpha (from quantize_weight).
+struct PreparedLinear {
+  int64_t out = 0, in = 0;
+  std::vector<int8_t> codes;
+  float scale = 0;
+};
+
+// Keys and values of every layer after RoPE, for incremental decoding of one sequence.
+struct KVCache {
+  int64_t n_layers = 0, capacity = 0, kv_dim = 0;
+  int64_t length = 0;       // positions 0..length-1 are filled
+  std::vector<float> k, v;  // each (n_layers, capacity, n_kv_heads, head_dim)
+  KVCache() = default;
+  // capacity <= max_position_embeddings, else tl::Error.
+  KVCache(const BitNetConfig& cfg, int64_t capacity);
+  float* k_layer(int64_t l) { return k.data() + size_t(l) * size_t(capacity * kv_dim); }
+  float* v_layer(int64_t l) { return v.data() + size_t(l) * size_t(capacity * kv_dim); }
+  void clear() { length = 0; }
+};
+
+// The model prepared for the fp32 reference forward: ternary codes and scales are computed once, here
+// (a later change of the Model's weights or fixed_scale needs a new CpuModel). The Model must outlive the
+// CpuModel (norms, embedding and lm_head are read from it). Memory: the Model plus 1 byte per linear weight.
+// forward / forward_step reuse internal buffers: one call at a time per CpuModel.
+class CpuModel {
+ public:
+  explicit CpuModel(const Model& model);
+
+  const BitNetConfig& config() const { return cfg_; }
+  const PreparedLinear& linear(int64_t layer, int which) const { return lin_[size_t(layer * 7 + which)]; }
+  const RopeTable& rope() const { return rope_; }
+
+  // tokens is (B,T); hidden becomes (B,T,C), after the final norm. Positions are 0..T-1 in each row.
+  // Errors: tokens.size() != B*T, T > max_position_embeddings, a token outside [0, vocab_size).
+  void forward(std::span<const int32_t> tokens, int64_t B, int64_t T, std::vector<float>& hidden,
+               ForwardTaps* taps = nullptr);
+
+  // Batch 1, incremental: new_tokens continue at position cache.length; appends their K/V to the cache and
+  // advances cache.length. hidden becomes (n_new, C) after the final norm. Errors (cache untouched):
+  // exceeding the cache capacity, a token out of range, a cache made for another shape.
+  void forward_step(KVCache& cache, std::span<const int32_t> new_tokens, std::vector<float>& hidden,
+                    ForwardTaps* taps = nullptr);
+  KVCache make_cache(int64_t capacity) const { return KVCache(cfg_, capacity); }
+
+  // LM head (not quantized): out (rows, V) = hidden (rows, C) . W^T, W = embed_tokens if tied else lm_head.
+  void logits(const float* hidden, int64_t rows, float* out) const;
+
+  // Bytes held by this object (codes, rope tables, buffers), excluding the Model.
+  size_t memory_bytes() const;
+
+ private:
+  // The shared body: B sequences of T tokens at positions pos0..pos0+T-1. With a cache (B == 1), K/V go to
+  // the cache and attention reads it; without, K/V live in a scratch buffer (pos0 == 0).
+  void run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KVCache* cache,
+           std::vector<float>& hidden, ForwardTaps* taps);
+  void check_tokens(std::span<const int32_t> tokens) const;
+
+  const Model* model_;
+  BitNetConfig cfg_;
+  std::vector<PreparedLinear> lin_;  // (n_layers, 7) in kLinearNames order
+  RopeTable rope_;
+  const float* embed_ = nullptr;  // (V, C)
+  const float* head_ = nullptr;   // (V, C): embed_tokens when tied, else lm_head
+  std::vector<const float*> norm_in_, norm_attn_sub_, norm_post_, norm_ffn_sub_;  // per layer
+  const float* norm_final_ = nullptr;
+
+  // Activation buffers, grown on demand and reused between calls.
+  struct Acts {
+    std::vector<float> x, h, s, q, k, v, att, o, gate, up;
+    std::vector<int8_t> i8;
+  } acts_;
+  std::vector<float> wscratch_;
+};
+
+}  // namespace tl
