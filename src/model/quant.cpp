@@ -7,6 +7,16 @@
 
 namespace tl {
 
+namespace {
+// Round half to even for |v| < 2^22 without a libm call, so the loop vectorizes with plain SSE2: adding and
+// subtracting 1.5·2^23 leaves v rounded to an integer in the default rounding mode. Activation codes satisfy
+// |x·s| <= 127·(1 + 2^-23), far inside the range.
+inline float round_half_even_small(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (v + kMagic) - kMagic;
+}
+}  // namespace
+
 float absmean_scale(const float* w, size_t n) {
   // Fixed-size blocks summed in double, then the block sums in order: the result does not depend on the
   // number of threads (run-to-run reproducibility), and large tensors use all cores.
@@ -49,7 +59,7 @@ float quantize_activation_row(const float* x, size_t n, int8_t* q) {
   float amax = 0;
   for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const float s = act_scale(amax);
-  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f));
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f));
   return s;
 }
 
@@ -57,7 +67,7 @@ float fake_quantize_activation_row(const float* x, size_t n, float* out) {
   float amax = 0;
   for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const float s = act_scale(amax);
-  for (size_t i = 0; i < n; ++i) out[i] = std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f) / s;
+  for (size_t i = 0; i < n; ++i) out[i] = std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f) / s;
   return s;
 }
 

@@ -1,6 +1,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <omp.h>
@@ -95,4 +96,22 @@ TEST(WeightQuant, ScaleDoesNotDependOnThreadCount) {
   const float three = absmean_scale(w.data(), w.size());
   EXPECT_EQ(one, two);
   EXPECT_EQ(one, three);
+}
+
+TEST(ActQuant, FastRoundingEqualsNearbyint) {
+  // Rows built so that x*s hits exact half-integers and values a few ulps around them.
+  std::vector<float> x;
+  for (int k = -254; k <= 254; ++k) {
+    const float v = float(k) / 2.0f;  // s = 1 for amax = 127: x*s = k/2
+    x.push_back(v);
+    x.push_back(std::nextafter(v, 1000.0f));
+    x.push_back(std::nextafter(v, -1000.0f));
+  }
+  x.push_back(127.0f);
+  std::vector<int8_t> q(x.size());
+  const float s = quantize_activation_row(x.data(), x.size(), q.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float want = std::clamp(std::nearbyint(x[i] * s), -128.0f, 127.0f);
+    ASSERT_EQ(q[i], int8_t(want)) << "x=" << x[i];
+  }
 }
