@@ -117,19 +117,20 @@ int main(int argc, char** argv) {
   const char* big = std::getenv("TERNLAB_BENCH_2B4T");
   if (big && std::string(big) == "1") {
     // One model build (the slow part) serves every variant; threads 1 and the default.
-    for (int th : {1, 0}) {
+    for (int th : {0, 1}) {
       const std::string t = th ? "/threads=1" : "/threads=default";
       reg("forward/2b4t/B=1/T=128" + t, BM_Forward, "2b4t", 1, 128, false, th)
           ->Unit(benchmark::kSecond)
           ->Iterations(1)
-          ->Repetitions(2);
+          ->Repetitions(5);
       reg("forward+logits/2b4t/B=1/T=128" + t, BM_Forward, "2b4t", 1, 128, true, th)
           ->Unit(benchmark::kSecond)
           ->Iterations(1)
-          ->Repetitions(2);
+          ->Repetitions(5);
       reg("decode/2b4t/prompt=128" + t, BM_Decode, "2b4t", 128, th)
           ->Unit(benchmark::kMillisecond)
-          ->Iterations(5);
+          ->Iterations(2)
+          ->Repetitions(5);
     }
   }
   benchmark::Initialize(&argc, argv);

@@ -35,7 +35,7 @@ case "$mode" in
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERNLAB_FUZZ=ON \
       -DTERNLAB_TESTS=OFF -DTERNLAB_BENCH=OFF >/dev/null
     cmake --build build-fuzz -j "$jobs"
-    for f in build-fuzz/fuzz_*; do
+    for f in build-fuzz/tests/fuzz/fuzz_*; do
       [ -x "$f" ] || continue
       corpus="build-fuzz/corpus-$(basename "$f")"
       mkdir -p "$corpus"
