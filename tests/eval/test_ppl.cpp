@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "../common/test_util.hpp"
 #include "core/error.hpp"
 #include "eval/ppl.hpp"
 
@@ -16,14 +17,7 @@ std::vector<int32_t> iota_tokens(int n, int vocab) {
   for (int i = 0; i < n; ++i) t[size_t(i)] = i % vocab;
   return t;
 }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 }  // namespace
 
 TEST(PplWindows, SeedMatchesPythonRangeSemantics) {

@@ -2,6 +2,8 @@
 // with Python semantics, and the seed / plain preparations.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "../common/test_util.hpp"
 #include <unistd.h>
 
 #include <cstdlib>
@@ -19,17 +21,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Runs f, expects a tl::Error, returns its message.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tl::Error";
-  return {};
-}
+using test::error_of;
 
 class TempDir {
  public:

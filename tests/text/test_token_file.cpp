@@ -2,6 +2,8 @@
 // messages that name the file and what was expected / found.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "../common/test_util.hpp"
 #include <unistd.h>
 
 #include <cstring>
@@ -17,16 +19,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tl::Error";
-  return {};
-}
+using test::error_of;
 
 class TokenFileTest : public ::testing::Test {
  protected:

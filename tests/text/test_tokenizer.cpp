@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "../common/test_util.hpp"
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -22,16 +24,7 @@ using json = nlohmann::json;
 using Ids = std::vector<int32_t>;
 using Pieces = std::vector<std::string>;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tl::Error";
-  return {};
-}
+using test::error_of;
 
 // The tokenizer.json of byte_level(n), parsed, for tests that edit it.
 json byte_level_doc(int32_t n = 300) {
