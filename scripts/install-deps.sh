@@ -10,12 +10,14 @@ packages=(
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
   libopenblas-openmp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nodejs npm
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm may come from elsewhere (a newer npm installed over Debian's): only ask apt when absent.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
