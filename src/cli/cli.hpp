@@ -11,7 +11,7 @@ namespace tl::cli {
 
 struct Command {
   std::string name;
-  int order;  // position in --help
+  int order;                                 // position in --help
   std::function<void(CLI::App& app)> setup;  // adds a subcommand to app and its callback
 };
 

@@ -17,10 +17,14 @@ struct InfoArgs {
 
 const char* kind_name(ParamKind k) {
   switch (k) {
-    case ParamKind::Embedding: return "embedding";
-    case ParamKind::LmHead: return "lm_head";
-    case ParamKind::Norm: return "norm";
-    case ParamKind::Linear: return "linear";
+    case ParamKind::Embedding:
+      return "embedding";
+    case ParamKind::LmHead:
+      return "lm_head";
+    case ParamKind::Norm:
+      return "norm";
+    case ParamKind::Linear:
+      return "linear";
   }
   return "?";
 }
@@ -57,8 +61,10 @@ void run_info(const InfoArgs& a) {
                    {"bos_token_id", c.bos_token_id},
                    {"eos_token_id", c.eos_token_id},
                    {"quantization_mode", c.quant_mode == QuantMode::Online ? "online" : "offline"}};
-    j["params"] = {{"total", sum.params},           {"linear", sum.linear_params},
-                   {"embedding", sum.embedding_params}, {"norm", sum.norm_params},
+    j["params"] = {{"total", sum.params},
+                   {"linear", sum.linear_params},
+                   {"embedding", sum.embedding_params},
+                   {"norm", sum.norm_params},
                    {"lm_head", sum.lm_head_params}};
     j["ternary"] = {{"code_neg", sum.code_neg},
                     {"code_zero", sum.code_zero},
@@ -66,9 +72,15 @@ void run_info(const InfoArgs& a) {
                     {"latent_zero_frac", sum.latent_zero_frac}};
     auto& arr = j["tensors"] = nlohmann::json::array();
     for (const auto& t : stats) {
-      nlohmann::json e = {{"name", t.name}, {"kind", kind_name(t.kind)}, {"shape", t.shape},
-                          {"mean", t.mean}, {"std", t.std},               {"min", t.min},
-                          {"max", t.max},   {"absmean", t.absmean},       {"latent_zero_frac", t.latent_zero_frac}};
+      nlohmann::json e = {{"name", t.name},
+                          {"kind", kind_name(t.kind)},
+                          {"shape", t.shape},
+                          {"mean", t.mean},
+                          {"std", t.std},
+                          {"min", t.min},
+                          {"max", t.max},
+                          {"absmean", t.absmean},
+                          {"latent_zero_frac", t.latent_zero_frac}};
       if (t.kind == ParamKind::Linear) {
         e["scale"] = t.scale;
         e["scale_source"] = t.fixed_scale ? "fixed" : "absmean";
@@ -96,20 +108,22 @@ void run_info(const InfoArgs& a) {
              "std", "zero%", "scale", "-1%", "0%", "+1%");
   for (const auto& t : stats) {
     if (t.kind == ParamKind::Linear) {
-      fmt::print("  {:<48} {:>16} {:>10.4g} {:>10.4g} {:>8.3f} {:>10.4g} {:>7.2f} {:>7.2f} {:>7.2f}{}\n", t.name,
-                 shape_str(t.shape), t.absmean, t.std, 100 * t.latent_zero_frac, t.scale, 100 * t.code_neg,
-                 100 * t.code_zero, 100 * t.code_pos, t.fixed_scale ? "  (fixed scale)" : "");
+      fmt::print("  {:<48} {:>16} {:>10.4g} {:>10.4g} {:>8.3f} {:>10.4g} {:>7.2f} {:>7.2f} {:>7.2f}{}\n",
+                 t.name, shape_str(t.shape), t.absmean, t.std, 100 * t.latent_zero_frac, t.scale,
+                 100 * t.code_neg, 100 * t.code_zero, 100 * t.code_pos,
+                 t.fixed_scale ? "  (fixed scale)" : "");
     } else {
-      fmt::print("  {:<48} {:>16} {:>10.4g} {:>10.4g} {:>8.3f}\n", t.name, shape_str(t.shape), t.absmean, t.std,
-                 100 * t.latent_zero_frac);
+      fmt::print("  {:<48} {:>16} {:>10.4g} {:>10.4g} {:>8.3f}\n", t.name, shape_str(t.shape), t.absmean,
+                 t.std, 100 * t.latent_zero_frac);
     }
   }
 }
 
 const Registrar reg("info", 20, [](CLI::App& app) {
   auto a = std::make_shared<InfoArgs>();
-  auto* cmd = app.add_subcommand("info", "config, parameter counts and per-tensor statistics (latent zeros, "
-                                         "absmean scale, ternary code distribution)");
+  auto* cmd = app.add_subcommand("info",
+                                 "config, parameter counts and per-tensor statistics (latent zeros, "
+                                 "absmean scale, ternary code distribution)");
   cmd->add_option("checkpoint", a->path, "checkpoint directory")->required();
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->add_flag("--summary", a->summary, "no per-tensor table");

@@ -52,8 +52,8 @@ void run_ppl(PplArgs& a) {
   fmt::print("  protocol     {} (ctx {}, {} windows, {} tokens scored)\n", p.protocol, p.ctx, p.windows,
              p.tokens_scored);
   fmt::print("  corpus       {}{}{} — {} tokens after {} preparation\n", r.corpus,
-             r.split.empty() ? "" : " / " + r.split, r.input.empty() ? "" : " (" + r.input + ")", r.corpus_tokens,
-             r.preparation);
+             r.split.empty() ? "" : " / " + r.split, r.input.empty() ? "" : " (" + r.input + ")",
+             r.corpus_tokens, r.preparation);
   fmt::print("  mean NLL     {:.4f} ± {:.4f} nats/token\n", p.mean_nll, p.nll_stderr);
   fmt::print("  PPL          {:.4f} ± {:.4f}\n", p.ppl, p.ppl_stderr);
   fmt::print("  speed        {:.1f} tokens/s ({} threads, {:.2f} s)\n", p.tokens_per_s, r.threads, p.seconds);
@@ -61,13 +61,16 @@ void run_ppl(PplArgs& a) {
 
 const Registrar reg("ppl", 30, [](CLI::App& app) {
   auto a = std::make_shared<PplArgs>();
-  auto* cmd = app.add_subcommand("ppl", "perplexity under a named protocol: seed (the RPT study's), llama "
-                                        "(llama-perplexity's) or window");
+  auto* cmd = app.add_subcommand("ppl",
+                                 "perplexity under a named protocol: seed (the RPT study's), llama "
+                                 "(llama-perplexity's) or window");
   cmd->add_option("checkpoint", a->opt.checkpoint, "checkpoint directory")->required();
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
-  cmd->add_option("--corpus", a->opt.corpus, "brown | wikitext | text | jsonl | tokens")->capture_default_str();
-  cmd->add_option("--input", a->opt.input, "corpus file or directory (default: the Brown corpus), or the "
-                                           "token file for --corpus tokens");
+  cmd->add_option("--corpus", a->opt.corpus, "brown | wikitext | text | jsonl | tokens")
+      ->capture_default_str();
+  cmd->add_option("--input", a->opt.input,
+                  "corpus file or directory (default: the Brown corpus), or the "
+                  "token file for --corpus tokens");
   cmd->add_option("--split", a->opt.split, "train | validation | test | all (Brown / WikiText directory)")
       ->capture_default_str();
   cmd->add_option("--tokenizer", a->opt.tokenizer, "tokenizer.json (default: the checkpoint's)");

@@ -15,12 +15,15 @@ std::vector<Command>& registry() {
   return r;
 }
 
-bool stdout_is_tty() { return ::isatty(STDOUT_FILENO); }
+bool stdout_is_tty() {
+  return ::isatty(STDOUT_FILENO);
+}
 
 }  // namespace tl::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"ternlab " TERNLAB_VERSION " — ternary (BitNet b1.58) language models: load, evaluate, prune, "
+  CLI::App app{"ternlab " TERNLAB_VERSION
+               " — ternary (BitNet b1.58) language models: load, evaluate, prune, "
                "fine-tune, export, run, analyze"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ternlab ") + TERNLAB_VERSION);

@@ -27,8 +27,12 @@ constexpr std::array<DTypeInfo, 13> kInfo{{
 }};
 }  // namespace
 
-size_t dtype_size(DType t) { return kInfo[size_t(t)].size; }
-std::string_view dtype_name(DType t) { return kInfo[size_t(t)].name; }
+size_t dtype_size(DType t) {
+  return kInfo[size_t(t)].size;
+}
+std::string_view dtype_name(DType t) {
+  return kInfo[size_t(t)].name;
+}
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& i : kInfo)
     if (i.name == name) return i.type;

@@ -20,7 +20,7 @@ template <class... Args>
 }  // namespace tl
 
 // Checks a condition that input data must satisfy; on failure throws tl::Error with the formatted message.
-#define TL_CHECK(cond, ...)          \
-  do {                               \
+#define TL_CHECK(cond, ...)               \
+  do {                                    \
     if (!(cond)) ::tl::fail(__VA_ARGS__); \
   } while (0)

@@ -16,7 +16,7 @@ inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // NaN stays a quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);                                          // round half to even
+  u += 0x7fffu + ((u >> 16) & 1u);                                         // round half to even
   return uint16_t(u >> 16);
 }
 
@@ -52,7 +52,7 @@ inline uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint32_t sign = (u >> 16) & 0x8000u;
   uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow (>= 65520) -> inf
   if (abs < 0x38800000u) {                                  // below the smallest normal f16: subnormal
     if (abs < 0x33000000u) return uint16_t(sign);           // rounds to zero

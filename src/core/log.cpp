@@ -11,8 +11,12 @@ namespace {
 std::atomic<LogLevel> g_level{LogLevel::Info};
 }
 
-void set_log_level(LogLevel level) { g_level = level; }
-LogLevel log_level() { return g_level; }
+void set_log_level(LogLevel level) {
+  g_level = level;
+}
+LogLevel log_level() {
+  return g_level;
+}
 
 void log_message(LogLevel level, const std::string& msg) {
   static const char* prefix[] = {"debug: ", "", "warning: ", "error: ", ""};
@@ -29,7 +33,9 @@ Progress::Progress(std::string label, uint64_t total, std::string unit)
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::update(uint64_t done, uint64_t units_done) {
   if (!enabled_) return;

@@ -17,15 +17,20 @@ PplProtocol parse_ppl_protocol(const std::string& s) {
 
 std::string ppl_protocol_name(PplProtocol p) {
   switch (p) {
-    case PplProtocol::Seed: return "seed";
-    case PplProtocol::Llama: return "llama";
-    case PplProtocol::Window: return "window";
+    case PplProtocol::Seed:
+      return "seed";
+    case PplProtocol::Llama:
+      return "llama";
+    case PplProtocol::Window:
+      return "window";
   }
   return "?";
 }
 
 namespace {
-int64_t default_ctx(PplProtocol p) { return p == PplProtocol::Seed ? 128 : 512; }
+int64_t default_ctx(PplProtocol p) {
+  return p == PplProtocol::Seed ? 128 : 512;
+}
 }  // namespace
 
 std::vector<PplWindow> make_ppl_windows(std::span<const int32_t> tokens, const PplOptions& opt) {

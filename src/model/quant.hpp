@@ -4,7 +4,8 @@
 // Weights, per tensor:  codes = clamp(round(w * (1/alpha)), -1, 1),  effective w = codes * alpha
 //   absmean:    alpha = max(mean|W| over all entries, 1e-5)   (BitNet / transformers WeightQuant)
 //   fixed:      alpha given (packed checkpoints' weight_scale; the study's rpt-fixed s_orig)
-// Activations, per token (row): s = 127 / max(max|x|, 1e-5) (as (1/m)*127, like torch), q = clamp(round(x * s), -128, 127),
+// Activations, per token (row): s = 127 / max(max|x|, 1e-5) (as (1/m)*127, like torch), q = clamp(round(x *
+// s), -128, 127),
 //   effective x = q / s  (transformers ActQuant).
 // Rounding is half-to-even (nearbyint in the default mode), as torch.round; arithmetic in fp32 as torch.
 #pragma once

@@ -68,9 +68,15 @@ ModelSummary summarize(const std::vector<TensorStats>& stats) {
         pos += t.code_pos * double(t.numel);
         latent_zero += t.latent_zero_frac * double(t.numel);
         break;
-      case ParamKind::Embedding: s.embedding_params += t.numel; break;
-      case ParamKind::Norm: s.norm_params += t.numel; break;
-      case ParamKind::LmHead: s.lm_head_params += t.numel; break;
+      case ParamKind::Embedding:
+        s.embedding_params += t.numel;
+        break;
+      case ParamKind::Norm:
+        s.norm_params += t.numel;
+        break;
+      case ParamKind::LmHead:
+        s.lm_head_params += t.numel;
+        break;
     }
   }
   if (s.linear_params) {

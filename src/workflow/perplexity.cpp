@@ -29,12 +29,14 @@ PplRun run_perplexity(const PplRunOptions& opt) {
   if (opt.corpus == "tokens") {
     TL_CHECK(!opt.input.empty(), "ppl: --corpus tokens needs --input TOKEN_FILE");
     TokenFile tf = read_token_file(opt.input);
-    TL_CHECK(tf.meta.vocab_size <= uint32_t(V), "ppl: {} was made for a vocabulary of {} tokens, the model has {}",
-             opt.input.string(), tf.meta.vocab_size, V);
+    TL_CHECK(tf.meta.vocab_size <= uint32_t(V),
+             "ppl: {} was made for a vocabulary of {} tokens, the model has {}", opt.input.string(),
+             tf.meta.vocab_size, V);
     if (opt.ppl.protocol == PplProtocol::Seed && !tf.meta.protocol.empty() && tf.meta.protocol != "seed")
       log_warn("ppl: {} was prepared with protocol '{}', not 'seed'", opt.input.string(), tf.meta.protocol);
     if (opt.ppl.protocol == PplProtocol::Llama && !tf.meta.bos)
-      log_warn("ppl: {} has no BOS at its start; llama-perplexity's stream starts with one", opt.input.string());
+      log_warn("ppl: {} has no BOS at its start; llama-perplexity's stream starts with one",
+               opt.input.string());
     tokens = std::move(tf.tokens);
     run.split = tf.meta.split;
     run.input = opt.input.string();
@@ -54,7 +56,9 @@ PplRun run_perplexity(const PplRunOptions& opt) {
     const bool single_file = !opt.input.empty() && fs::is_regular_file(opt.input, ec);
     if (single_file) p.split_given = false;  // the file is the split
     switch (opt.ppl.protocol) {
-      case PplProtocol::Seed: p.protocol = PrepProtocol::Seed; break;
+      case PplProtocol::Seed:
+        p.protocol = PrepProtocol::Seed;
+        break;
       case PplProtocol::Llama:
       case PplProtocol::Window:
         p.protocol = single_file && p.corpus != CorpusKind::Jsonl ? PrepProtocol::Raw : PrepProtocol::Plain;
@@ -81,7 +85,8 @@ PplRun run_perplexity(const PplRunOptions& opt) {
   CpuModel cpu(model);
   std::vector<float> hidden, rows;
   const int64_t C = model.config.hidden_size;
-  auto logits = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first, std::vector<float>& out) {
+  auto logits = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+                    std::vector<float>& out) {
     cpu.forward(toks, B, T, hidden);
     const int64_t n = T - 1 - first;
     rows.resize(size_t(B * n * C));

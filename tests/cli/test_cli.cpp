@@ -58,7 +58,8 @@ TEST_F(Cli, InfoJsonDescribesTheModel) {
   const auto j = last_json(r.out);
   EXPECT_EQ(j["config"]["hidden_size"], 64);
   EXPECT_EQ(j["params"]["total"], 119552);
-  const double neg = j["ternary"]["code_neg"], zero = j["ternary"]["code_zero"], pos = j["ternary"]["code_pos"];
+  const double neg = j["ternary"]["code_neg"], zero = j["ternary"]["code_zero"],
+               pos = j["ternary"]["code_pos"];
   EXPECT_NEAR(neg + zero + pos, 1.0, 1e-9);
   // Gaussian latents under absmean: P(|w| < 0.5·E|w|) = P(|z| < 0.399) ≈ 0.31
   EXPECT_NEAR(zero, 0.31, 0.02);
@@ -75,14 +76,15 @@ TEST_F(Cli, PplSeedAndLlamaOnBrown) {
   // a random model is close to uniform over its 512-token vocabulary
   EXPECT_GT(double(j["ppl"]), 300.0);
   EXPECT_LT(double(j["ppl"]), 900.0);
-  const auto llama =
-      run("-q ppl --json --protocol llama --ctx 64 --windows 10 --corpus brown --split test " + (dir_ / "tiny").string());
+  const auto llama = run("-q ppl --json --protocol llama --ctx 64 --windows 10 --corpus brown --split test " +
+                         (dir_ / "tiny").string());
   ASSERT_EQ(llama.code, 0) << llama.out;
   const auto k = last_json(llama.out);
   EXPECT_EQ(k["protocol"], "llama");
   EXPECT_EQ(k["tokens_scored"], 10 * 31);  // 64 - 32 - 1 targets per window
   // deterministic: the same command gives the same number
-  const auto again = last_json(run("-q ppl --json --corpus brown --split test " + (dir_ / "tiny").string()).out);
+  const auto again =
+      last_json(run("-q ppl --json --corpus brown --split test " + (dir_ / "tiny").string()).out);
   EXPECT_EQ(double(again["ppl"]), double(j["ppl"]));
 }
 

@@ -56,11 +56,24 @@ inline std::map<std::string, FixtureEntry> read_fixture(const std::string& path)
     for (auto& d : e.dims) take(&d, 8);
     const auto n = size_t(e.numel());
     switch (e.dtype) {
-      case 0: e.f32.resize(n); take(e.f32.data(), n * 4); break;
-      case 1: e.i8.resize(n); take(e.i8.data(), n); break;
-      case 2: e.i32.resize(n); take(e.i32.data(), n * 4); break;
-      case 3: e.text.resize(n); take(e.text.data(), n); break;
-      default: fail("{}: entry {} has unknown dtype {}", path, name, e.dtype);
+      case 0:
+        e.f32.resize(n);
+        take(e.f32.data(), n * 4);
+        break;
+      case 1:
+        e.i8.resize(n);
+        take(e.i8.data(), n);
+        break;
+      case 2:
+        e.i32.resize(n);
+        take(e.i32.data(), n * 4);
+        break;
+      case 3:
+        e.text.resize(n);
+        take(e.text.data(), n);
+        break;
+      default:
+        fail("{}: entry {} has unknown dtype {}", path, name, e.dtype);
     }
     out.emplace(std::move(name), std::move(e));
   }

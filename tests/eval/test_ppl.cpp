@@ -84,7 +84,8 @@ TEST(Ppl, UniformLogitsGiveVocabSize) {
 }
 
 TEST(Ppl, OracleAndStderrFormula) {
-  // Logits put weight a on the true next token: nll = log(1 + (V-1)e^{-a}) on half the rows, log V on the rest.
+  // Logits put weight a on the true next token: nll = log(1 + (V-1)e^{-a}) on half the rows, log V on the
+  // rest.
   const int64_t V = 11;
   PplOptions o;
   o.protocol = PplProtocol::Llama;
@@ -121,7 +122,8 @@ TEST(Ppl, RejectsTokensOutsideVocab) {
   o.ctx = 4;
   auto windows = make_ppl_windows(iota_tokens(8, 20), o);
   auto fn = [](std::span<const int32_t>, int64_t, int64_t, int64_t, std::vector<float>&) {};
-  EXPECT_THAT(error_of([&] { evaluate_ppl(windows, 5, fn, o); }), HasSubstr("outside the model's vocabulary"));
+  EXPECT_THAT(error_of([&] { evaluate_ppl(windows, 5, fn, o); }),
+              HasSubstr("outside the model's vocabulary"));
 }
 
 TEST(Ppl, ProtocolNames) {

@@ -13,7 +13,8 @@
 using namespace tl;
 
 TEST(WeightQuant, AbsmeanScaleAndHalfToEvenCodes) {
-  // mean|w| = 1.0 -> alpha 1; 0.5 and -0.5 round to 0 (half to even), 1.5 -> 2 -> clamped to 1, -2.5 -> -2 -> -1
+  // mean|w| = 1.0 -> alpha 1; 0.5 and -0.5 round to 0 (half to even), 1.5 -> 2 -> clamped to 1, -2.5 -> -2 ->
+  // -1
   std::vector<float> w = {0.5f, -0.5f, 1.5f, -2.5f, 0.49f, -0.51f, 0.0f, 2.5f};
   // sum |w| = 0.5+0.5+1.5+2.5+0.49+0.51+0+2.5 = 8.5 -> mean 1.0625
   const float alpha = absmean_scale(w.data(), w.size());
@@ -49,7 +50,8 @@ TEST(ActQuant, PerRowAbsmaxInt8) {
 TEST(ModelViews, CanonicalLayoutAndFixedScale) {
   Model m = make_model(config_preset("tiny"));
   const auto& cfg = m.config;
-  // embed + per layer (2 norms in, 4 attn, sub norm, post norm, 3 mlp, sub norm) + final norm; tied: no lm_head
+  // embed + per layer (2 norms in, 4 attn, sub norm, post norm, 3 mlp, sub norm) + final norm; tied: no
+  // lm_head
   EXPECT_EQ(m.views.size(), 1 + 11 * size_t(cfg.num_hidden_layers) + 1);
   EXPECT_FALSE(m.has("lm_head.weight"));
   const auto& q = m.view(Model::linear_name(1, kQ));

@@ -3,8 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "../common/test_util.hpp"
 #include <unistd.h>
+#include "../common/test_util.hpp"
 
 #include <cstring>
 #include <fstream>
