@@ -12,4 +12,4 @@ mkdir -p "$out"
 ./build/ternlab init --preset tiny --seed 1 --force -o "$out/tiny"
 ./build/ternlab info "$out/tiny"
 ./build/ternlab ppl "$out/tiny" --corpus brown --split test --protocol seed
-./build/ternlab ppl "$out/tiny" --corpus brown --split test --protocol llama --ctx 128 --json
+./build/ternlab ppl "$out/tiny" --corpus brown --split test --protocol llama --ctx 128 --windows 100 --json
