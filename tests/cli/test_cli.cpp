@@ -10,27 +10,17 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "../common/test_util.hpp"
+
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
+using Result = tl::test::CommandResult;
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string(TERNLAB_BINARY) + " " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return tl::test::run_command(std::string(TERNLAB_BINARY) + " " + args);
 }
 
 // Parses the JSON object printed last (logs may precede it on stderr).

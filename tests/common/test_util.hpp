@@ -1,7 +1,10 @@
 // Small helpers shared by the test suites.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <array>
+#include <cstdio>
 #include <string>
 
 #include "core/error.hpp"
@@ -18,6 +21,24 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected tl::Error";
   return {};
+}
+
+struct CommandResult {
+  int code = -1;    // exit status; -1 if the command could not run or was killed
+  std::string out;  // stdout and stderr together
+};
+
+// Runs a shell command line and captures its output and exit status.
+inline CommandResult run_command(const std::string& command_line) {
+  CommandResult r;
+  FILE* p = popen((command_line + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 }  // namespace tl::test

@@ -482,22 +482,10 @@ TEST(BadOptions, ClearErrors) {
 
 namespace {
 
-struct CmdResult {
-  int code = -1;
-  std::string out;
-};
+using CmdResult = tl::test::CommandResult;
 
 CmdResult run_cmd(const std::string& args) {
-  const std::string cmd = std::string(TERNLAB_BINARY) + " " + args + " 2>&1";
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return tl::test::run_command(std::string(TERNLAB_BINARY) + " " + args);
 }
 
 // An independent reader of the mask file's layout (8-byte length, JSON header, U8 data).
