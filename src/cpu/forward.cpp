@@ -309,6 +309,16 @@ void CpuModel::forward(std::span<const int32_t> tokens, int64_t B, int64_t T, st
   run(tokens.data(), B, T, 0, nullptr, hidden, taps);
 }
 
+void CpuModel::forward_embeddings(const float* x, int64_t B, int64_t T, std::vector<float>& hidden,
+                                  ForwardTaps* taps) {
+  TL_CHECK(B > 0 && T > 0, "forward_embeddings: B and T must be positive, found B={} T={}", B, T);
+  TL_CHECK(x != nullptr, "forward_embeddings: no input embeddings");
+  TL_CHECK(T <= cfg_.max_position_embeddings,
+           "forward_embeddings: T = {} exceeds max_position_embeddings = {}", T,
+           cfg_.max_position_embeddings);
+  run(nullptr, B, T, 0, nullptr, hidden, taps, x);
+}
+
 void CpuModel::forward_step(KVCache& cache, std::span<const int32_t> new_tokens, std::vector<float>& hidden,
                             ForwardTaps* taps) {
   TL_CHECK(
@@ -334,7 +344,7 @@ void CpuModel::forward_step(KVCache& cache, std::span<const int32_t> new_tokens,
 }
 
 void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KVCache* cache,
-                   std::vector<float>& hidden, ForwardTaps* taps) {
+                   std::vector<float>& hidden, ForwardTaps* taps, const float* x0) {
   const int64_t N = B * T, C = cfg_.hidden_size, F = cfg_.intermediate_size, Q = cfg_.q_dim();
   const int64_t KV = cfg_.kv_dim(), NH = cfg_.num_attention_heads, NKV = cfg_.num_key_value_heads;
   const int64_t hd = cfg_.head_dim, L = cfg_.num_hidden_layers;
@@ -363,7 +373,7 @@ void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KV
     for (int64_t n = 0; n < N; ++n) {
       s[n] = quantize_activation_row(h + n * K, size_t(K), i8 + n * K);
     }
-    if (taps && taps->wants(l))
+    if (taps && !taps->outputs_only && taps->wants(l))
       for (int w : which) {
         const std::string key = "layers." + std::to_string(l) + "." + kLinearNames[w] + ".input";
         taps->f32[key].assign(h, h + N * K);
@@ -377,9 +387,12 @@ void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KV
     ternary_matmul_forward(out, w.out, a.i8.data(), rs, w.codes.data(), N, w.out, w.in, wscratch_);
   };
 
-  // x = embed_tokens[ids] (no scaling)
-  for (int64_t n = 0; n < N; ++n)
-    std::memcpy(a.x.data() + n * C, embed_ + int64_t(tokens[n]) * C, size_t(C) * sizeof(float));
+  // x = embed_tokens[ids] (no scaling), or the given embeddings
+  if (x0)
+    std::memcpy(a.x.data(), x0, size_t(N * C) * sizeof(float));
+  else
+    for (int64_t n = 0; n < N; ++n)
+      std::memcpy(a.x.data() + n * C, embed_ + int64_t(tokens[n]) * C, size_t(C) * sizeof(float));
 
   for (int64_t l = 0; l < L; ++l) {
     const PreparedLinear* lin = &lin_[size_t(l * 7)];

@@ -64,6 +64,7 @@ void ternary_matmul_forward(float* out, int64_t ldo, const int8_t* xa, const flo
 // rows = B*T for forward, n_new for forward_step. Entries are overwritten by each forward.
 struct ForwardTaps {
   std::vector<int> layers;
+  bool outputs_only = false;  // record only "layers.l.output" (the analyses need no linear inputs)
   std::map<std::string, std::vector<float>> f32;
   std::map<std::string, std::vector<int8_t>> i8;
   bool wants(int64_t layer) const;
@@ -106,6 +107,14 @@ class CpuModel {
   void forward(std::span<const int32_t> tokens, int64_t B, int64_t T, std::vector<float>& hidden,
                ForwardTaps* taps = nullptr);
 
+  // The same forward from given input embeddings instead of token ids: x is (B,T,C), the residual stream
+  // entering layer 0 (forward(tokens) uses x = embedding_rows()[tokens]; both give the same bits then).
+  // Used to perturb the embeddings (analysis/criticality). Errors: B or T not positive, T too long.
+  void forward_embeddings(const float* x, int64_t B, int64_t T, std::vector<float>& hidden,
+                          ForwardTaps* taps = nullptr);
+  // The input embedding table (vocab_size, C), row-major: embed_tokens, unscaled.
+  const float* embedding_rows() const { return embed_; }
+
   // Batch 1, incremental: new_tokens continue at position cache.length; appends their K/V to the cache and
   // advances cache.length. hidden becomes (n_new, C) after the final norm. Errors (cache untouched):
   // exceeding the cache capacity, a token out of range, a cache made for another shape.
@@ -122,8 +131,9 @@ class CpuModel {
  private:
   // The shared body: B sequences of T tokens at positions pos0..pos0+T-1. With a cache (B == 1), K/V go to
   // the cache and attention reads it; without, K/V live in a scratch buffer (pos0 == 0).
+  // x0 (B,T,C), when not null, replaces the embedding lookup of tokens (then unused).
   void run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KVCache* cache,
-           std::vector<float>& hidden, ForwardTaps* taps);
+           std::vector<float>& hidden, ForwardTaps* taps, const float* x0 = nullptr);
   void check_tokens(std::span<const int32_t> tokens) const;
 
   const Model* model_;

@@ -1,0 +1,139 @@
+// The RPT study's "criticality" measurements (rpt-spec §7), exactly as its notebook computes them, in
+// fp32 hidden states (norms accumulated in double), plus what the study lacked: seeded noise, several ε,
+// several seeds and intervals (docs/criticality.md).
+//
+// Indexing follows the study: block l = 0..L-1 is decoder layer l; x_in of block 0 is the embedding, x_in
+// of block l > 0 is the output of block l-1. h (L+1, T, C) holds h[0] = embeddings, h[l+1] = block l's
+// output (the residual stream, before the final norm).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/forward.hpp"
+
+namespace tl {
+
+// The study's epsilons (rpt-spec §7.2, §7.3).
+constexpr double kNormEps = 1e-8;  // in the denominators of BR, CR and δ
+constexpr double kLogEps = 1e-12;  // inside λ's logs and amplification's denominator
+
+// ---------------------------------------------------------------------------------------------------------
+// Analysis texts (rpt-spec §1.5).
+
+// Rows of a split in WikiText form: brown -> the rows of to_wikitext(load_brown(split)) (input: the Brown
+// directory, default find_brown_dir()); wikitext -> a wiki.*.raw file, or a directory + split; text -> the
+// non-blank lines of a file / directory; jsonl -> one row per record ("text" field).
+std::vector<std::string> analysis_rows(const std::string& corpus, const std::filesystem::path& input,
+                                       const std::string& split);
+// For each row t = python_strip(row): if it has more than min_chars code points, keep its first `chars`
+// code points; stop at n texts. Errors: n < 1, chars < 1.
+std::vector<std::string> select_analysis_texts(const std::vector<std::string>& rows, int n = 20,
+                                               int chars = 500, int min_chars = 100);
+
+// ---------------------------------------------------------------------------------------------------------
+// Building blocks.
+
+// h becomes (L+1, T, C): x (T,C) and every block's output of one sequence run from x.
+void hidden_states_from_embeddings(CpuModel& model, const float* x, int64_t T, std::vector<float>& h);
+// x (T,C) = the embedding rows of tokens.
+std::vector<float> embed(const CpuModel& model, std::span<const int32_t> tokens);
+
+// ||b - a||_F / (||a||_F + 1e-8) over n elements: the study's δ (a = clean, b = perturbed).
+double relative_perturbation(const float* a, const float* b, size_t n);
+
+// Clean-pass statistics per block (rpt-spec §7.2), each (L): in/out/corr norms are token means of L2 norms.
+struct BlockStats {
+  std::vector<double> in_norm, out_norm, corr_norm, br, cr;
+};
+BlockStats block_stats(const float* h, int64_t L, int64_t T, int64_t C);
+
+// One perturbation of one text: delta_in = δ of the perturbed embeddings, delta (L) = δ_l of block outputs.
+struct Profile {
+  double delta_in = 0;
+  std::vector<double> delta;
+};
+Profile perturbation_profile(const float* h_clean, const float* h_pert, int64_t L, int64_t T, int64_t C);
+
+// Seed of the noise of (seed, seed index, text index): the same draw for every ε, so ε is all that changes.
+uint64_t noise_seed(uint64_t seed, int64_t seed_index, int64_t text_index);
+// n samples of N(0,1) as fp32 from tl::Rng(seed).
+std::vector<float> gaussian_noise(uint64_t seed, size_t n);
+
+// λ by the study's endpoint formula over D (L >= 2): (ln(D[L-1] + 1e-12) - ln(D[0] + 1e-12)) / (L - 1).
+double study_lambda(const std::vector<double>& D);
+double study_amplification(const std::vector<double>& D);  // D[L-1] / (D[0] + 1e-12)
+std::string br_label(double avg_br);                       // |avg-1| < 0.1 CRITICAL, < 1 SUB, else SUPER
+std::string lambda_label(double lambda);                   // |λ| < 0.05 CRITICAL, < 0 SUB, else SUPER
+// VALIDATED if both criteria hold; PARTIAL if one does; NOT CONFIRMED if neither (the spec names the last
+// two without their rule; this is our reading).
+std::string soc_verdict(double avg_br, double lambda);
+
+// Linear-interpolation percentile (numpy's default), q in [0, 100]; v non-empty.
+double percentile(std::vector<double> v, double q);
+
+// ---------------------------------------------------------------------------------------------------------
+// The whole measurement.
+
+struct CriticalityOptions {
+  std::vector<double> eps = {1e-4, 1e-3, 1e-2, 1e-1};  // absolute σ of the embedding noise
+  int seeds = 3;                                       // noise draws per text and ε
+  uint64_t seed = 0;
+  double study_eps = 0.01;  // the study's view: this ε with seed index 0
+  int bootstrap = 1000;     // resamples for the median's interval
+};
+// Errors: no ε, an ε <= 0 or not finite, seeds < 1, study_eps <= 0, bootstrap < 0.
+void validate(const CriticalityOptions& opt);
+
+// The study's aggregate over texts (rpt-spec §7.2-§7.3): every field is the mean over texts.
+struct StudySummary {
+  std::vector<double> in_norm, out_norm, corr_norm, br, cr;        // (L)
+  std::vector<double> D;                                           // (L) mean δ_l
+  double D_in = 0;                                                 // mean δ of the perturbed embeddings
+  double avg_br = 0, std_br = 0, min_br = 0, max_br = 0;           // std: population
+  int64_t min_br_layer = 0, max_br_layer = 0, layers_in_band = 0;  // band: 0.95 <= BR <= 1.05
+  double lambda = 0, amplification = 0;
+  std::string br_label, lambda_label, verdict;
+};
+StudySummary study_summary(const std::vector<BlockStats>& clean, const std::vector<Profile>& pert);
+
+// A sample's median with its 2.5-97.5 percentile range and a bootstrap 95% interval of the median.
+struct SampleStats {
+  int64_t n = 0, excluded = 0;  // excluded: log of 0 (δ == 0 at either end)
+  double median = 0, p025 = 0, p975 = 0, ci_lo = 0, ci_hi = 0;
+};
+SampleStats sample_stats(const std::vector<double>& v, int64_t excluded, int bootstrap, uint64_t seed);
+
+// One ε over texts × seeds. growth (L): step 0 = ln(δ_0 / δ_in) (injection -> block 0), step l > 0 =
+// ln(δ_l / δ_{l-1}). lambda_samples: per text × seed, the endpoint λ of that single profile.
+struct EpsResult {
+  double eps = 0;
+  std::vector<double> D;                           // (L) mean δ_l over texts × seeds
+  double D_in = 0, lambda = 0, amplification = 0;  // from D, by the study's formulas
+  std::vector<SampleStats> growth;                 // (L)
+  SampleStats lambda_samples;
+};
+
+struct CriticalityResult {
+  int64_t layers = 0, hidden = 0;
+  std::vector<int64_t> text_tokens;  // per text
+  CriticalityOptions options;
+  StudySummary study;  // ε = study_eps, seed index 0
+  std::vector<EpsResult> sweep;
+  double seconds = 0;
+};
+
+// texts: token sequences (BOS included as the caller wants), each run alone (batch 1).
+// Errors: no text, an empty text, fewer than 2 layers (λ needs two endpoints), invalid options.
+CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector<int32_t>>& texts,
+                                  const CriticalityOptions& opt);
+
+nlohmann::json to_json(const CriticalityResult& r);
+// Markdown report: the study's table, the summary and the ε sweep. `title` heads it.
+std::string to_markdown(const CriticalityResult& r, const std::string& title);
+
+}  // namespace tl

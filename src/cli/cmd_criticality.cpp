@@ -1,0 +1,159 @@
+// ternlab criticality: the RPT study's criticality measurements (rpt-spec §7) on a checkpoint, plus an
+// ε × seed sweep with intervals. See docs/criticality.md.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "analysis/criticality.hpp"
+#include "cli/cli.hpp"
+#include "core/error.hpp"
+#include "core/file.hpp"
+#include "cpu/threads.hpp"
+#include "io/checkpoint.hpp"
+#include "text/tokenizer.hpp"
+
+namespace tl::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CritArgs {
+  fs::path checkpoint, input, tokenizer, out_dir;
+  std::string corpus = "brown", split = "validation", eps = "1e-4,1e-3,1e-2,1e-1";
+  int texts = 20, chars = 500, max_tokens = 256, seeds = 3, threads = 0;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+std::vector<double> parse_eps_list(const std::string& s) {
+  std::vector<double> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TL_CHECK(used > 0 && used == item.size(), "--eps: '{}' is not a number", item);
+    out.push_back(v);
+  }
+  TL_CHECK(!out.empty(), "--eps: no value given");
+  return out;
+}
+
+void run_criticality_cmd(CritArgs& a) {
+  TL_CHECK(a.texts >= 1, "--texts must be at least 1, found {}", a.texts);
+  TL_CHECK(a.chars >= 1, "--chars must be at least 1, found {}", a.chars);
+  TL_CHECK(a.max_tokens >= 1, "--max-tokens must be at least 1, found {}", a.max_tokens);
+  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
+  CriticalityOptions opt;
+  opt.eps = parse_eps_list(a.eps);
+  opt.seeds = a.seeds;
+  opt.seed = a.seed;
+  validate(opt);  // bad flags fail before the checkpoint is read
+  set_num_threads(a.threads);
+
+  const Model model = load_checkpoint(a.checkpoint);
+  const fs::path tok_path = a.tokenizer.empty() ? a.checkpoint / "tokenizer.json" : a.tokenizer;
+  const Tokenizer tok = Tokenizer::from_file(tok_path);
+  const auto texts = select_analysis_texts(analysis_rows(a.corpus, a.input, a.split), a.texts, a.chars);
+  TL_CHECK(!texts.empty(), "criticality: no row of the corpus has more than 100 characters");
+  const int64_t max_len = std::min<int64_t>(a.max_tokens, model.config.max_position_embeddings);
+  std::vector<std::vector<int32_t>> ids;
+  for (const auto& t : texts) {
+    auto v = tok.encode(t, true);  // the study: default special tokens (BOS), truncation to max_length
+    if (int64_t(v.size()) > max_len) v.resize(size_t(max_len));
+    ids.push_back(std::move(v));
+  }
+  CpuModel cpu(model);
+  const CriticalityResult r = run_criticality(cpu, ids, opt);
+
+  nlohmann::json j = to_json(r);
+  j["checkpoint"] = a.checkpoint.string();
+  j["corpus"] = a.corpus;
+  j["split"] = a.split;
+  j["input"] = a.input.string();
+  j["threads"] = num_threads();
+  j["bos_id"] = tok.bos_id();  // -1: the tokenizer has none, so the texts start without BOS
+  j["max_tokens"] = max_len;
+  const std::string title =
+      fmt::format("Criticality of {} ({} / {})", a.checkpoint.string(), a.corpus, a.split);
+  if (!a.out_dir.empty()) {
+    fs::create_directories(a.out_dir);
+    write_file_atomic(a.out_dir / "criticality.json", j.dump(2) + "\n");
+    write_file_atomic(a.out_dir / "criticality.md", to_markdown(r, title));
+  }
+  if (a.json) {
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  const auto& s = r.study;
+  int64_t total = 0;
+  for (auto t : r.text_tokens) total += t;
+  fmt::print("{}\n", title);
+  fmt::print(
+      "  {} texts, {} tokens, {} layers; study view ε = {} (seed index 0); sweep ε = {} × {} seeds\n\n",
+      r.text_tokens.size(), total, r.layers, opt.study_eps, a.eps, opt.seeds);
+  // Per layer: the study's columns, then the median log-growth ln(δ_l/δ_(l-1)) and its 2.5-97.5% range
+  // over texts × seeds at each ε.
+  fmt::print("{:>5} {:>11} {:>11} {:>8} {:>8} {:>10}", "layer", "|input|", "|output|", "BR", "CR", "delta");
+  for (const auto& e : r.sweep) fmt::print("  {:>26}", fmt::format("g(eps={:g})", e.eps));
+  fmt::print("\n");
+  for (int64_t l = 0; l < r.layers; ++l) {
+    const size_t i = size_t(l);
+    fmt::print("{:>5} {:>11.4g} {:>11.4g} {:>8.4f} {:>8.4f} {:>10.4g}", l, s.in_norm[i], s.out_norm[i],
+               s.br[i], s.cr[i], s.D[i]);
+    for (const auto& e : r.sweep) {
+      const auto& g = e.growth[i];
+      fmt::print("  {:>26}", fmt::format("{:+.4f} [{:+.3f},{:+.3f}]", g.median, g.p025, g.p975));
+    }
+    fmt::print("\n");
+  }
+  fmt::print(
+      "\n  D_in {:.4g}   mean BR {:.4f} (std {:.4f}, min {:.4f} @{}, max {:.4f} @{}, {} in [0.95,1.05]) -> "
+      "{}\n",
+      s.D_in, s.avg_br, s.std_br, s.min_br, s.min_br_layer, s.max_br, s.max_br_layer, s.layers_in_band,
+      s.br_label);
+  fmt::print("  lambda {:.5f} -> {}   amplification {:.4f}x   SOC verdict: {}\n", s.lambda, s.lambda_label,
+             s.amplification, s.verdict);
+  fmt::print(
+      "\n  sweep (study formulas on the mean over texts x seeds; per-sample lambda median [2.5%, 97.5%])\n");
+  for (const auto& e : r.sweep)
+    fmt::print(
+        "  eps {:<8g} lambda {:+.5f}  amplification {:.4f}x  per-sample lambda {:+.5f} [{:+.5f}, {:+.5f}]\n",
+        e.eps, e.lambda, e.amplification, e.lambda_samples.median, e.lambda_samples.p025,
+        e.lambda_samples.p975);
+  fmt::print("  ({:.2f} s, {} threads)\n", r.seconds, num_threads());
+}
+
+const Registrar reg("criticality", 50, [](CLI::App& app) {
+  auto a = std::make_shared<CritArgs>();
+  auto* cmd = app.add_subcommand("criticality",
+                                 "the RPT study's criticality measurements (branching ratio, perturbation "
+                                 "profile, λ) with several ε and seeds");
+  cmd->add_option("checkpoint", a->checkpoint, "checkpoint directory")->required();
+  cmd->add_option("--corpus", a->corpus, "brown | wikitext | text | jsonl")->capture_default_str();
+  cmd->add_option("--split", a->split, "train | validation | test (Brown / WikiText directory)")
+      ->capture_default_str();
+  cmd->add_option("--input", a->input, "corpus file or directory (default: the Brown corpus)");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: the checkpoint's)");
+  cmd->add_option("--texts", a->texts, "analysis texts (rows of > 100 characters)")->capture_default_str();
+  cmd->add_option("--chars", a->chars, "characters kept of each text")->capture_default_str();
+  cmd->add_option("--max-tokens", a->max_tokens, "tokens per text, BOS included")->capture_default_str();
+  cmd->add_option("--eps", a->eps, "noise σ values of the sweep, comma-separated")->capture_default_str();
+  cmd->add_option("--seeds", a->seeds, "noise draws per text and ε")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "base seed of the noise")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  cmd->add_flag("--json", a->json, "machine-readable output");
+  cmd->add_option("-o,--out", a->out_dir, "write criticality.json and criticality.md here");
+  cmd->callback([a] { run_criticality_cmd(*a); });
+});
+
+}  // namespace
+}  // namespace tl::cli
