@@ -15,12 +15,12 @@ namespace tl {
 
 namespace fs = std::filesystem;
 
-PplRun run_perplexity(const PplRunOptions& opt) {
-  PplRun run;
+PplData prepare_perplexity(const PplRunOptions& opt, const Model& model) {
+  PplData data;
+  PplRun& run = data.run;
   run.checkpoint = opt.checkpoint.string();
   run.corpus = opt.corpus;
   run.threads = num_threads();
-  const Model model = load_checkpoint(opt.checkpoint);
   const int64_t V = model.config.vocab_size;
 
   std::vector<int32_t> tokens;
@@ -75,13 +75,17 @@ PplRun run_perplexity(const PplRunOptions& opt) {
   run.prepare_seconds = seconds_since(t0);
   run.corpus_tokens = tokens.size();
 
-  PplOptions po = opt.ppl;
-  po.bos_id = bos;
-  const auto windows = make_ppl_windows(tokens, po);
-  TL_CHECK(windows[0].tokens.size() <= size_t(model.config.max_position_embeddings),
-           "ppl: context {} exceeds the model's max_position_embeddings {}", windows[0].tokens.size(),
+  data.ppl = opt.ppl;
+  data.ppl.bos_id = bos;
+  data.windows = make_ppl_windows(tokens, data.ppl);
+  TL_CHECK(data.windows[0].tokens.size() <= size_t(model.config.max_position_embeddings),
+           "ppl: context {} exceeds the model's max_position_embeddings {}", data.windows[0].tokens.size(),
            model.config.max_position_embeddings);
+  return data;
+}
 
+PplResult evaluate_perplexity(const Model& model, const PplData& data) {
+  const int64_t V = model.config.vocab_size;
   CpuModel cpu(model);
   std::vector<float> hidden, rows;
   const int64_t C = model.config.hidden_size;
@@ -96,8 +100,14 @@ PplRun run_perplexity(const PplRunOptions& opt) {
     out.resize(size_t(B * n * V));
     cpu.logits(rows.data(), B * n, out.data());
   };
-  run.result = evaluate_ppl(windows, V, logits, po);
-  return run;
+  return evaluate_ppl(data.windows, V, logits, data.ppl);
+}
+
+PplRun run_perplexity(const PplRunOptions& opt) {
+  const Model model = load_checkpoint(opt.checkpoint);
+  PplData data = prepare_perplexity(opt, model);
+  data.run.result = evaluate_perplexity(model, data);
+  return std::move(data.run);
 }
 
 }  // namespace tl

@@ -3,6 +3,7 @@
 #pragma once
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "eval/ppl.hpp"
 
@@ -29,5 +30,18 @@ struct PplRun {
 // llama -> the text encoded once with BOS at the start (a single file raw, as llama-perplexity reads
 // it; documents joined with "\n\n" otherwise); window -> the same without BOS.
 PplRun run_perplexity(const PplRunOptions& opt);
+
+struct Model;
+
+// run_perplexity in two steps, so a sweep tokenizes once and scores many models on the same windows.
+struct PplData {
+  std::vector<PplWindow> windows;
+  PplOptions ppl;  // opt.ppl with bos_id resolved
+  PplRun run;      // everything but `result`
+};
+// Tokenizes the corpus for `model` (its vocabulary, BOS, context limit) and makes the protocol's windows.
+PplData prepare_perplexity(const PplRunOptions& opt, const Model& model);
+// Scores `model` on the prepared windows (tl::CpuModel, the fp32 reference forward).
+PplResult evaluate_perplexity(const Model& model, const PplData& data);
 
 }  // namespace tl
