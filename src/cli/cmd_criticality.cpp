@@ -11,6 +11,7 @@
 #include "cli/cli.hpp"
 #include "core/error.hpp"
 #include "core/file.hpp"
+#include "core/parse.hpp"
 #include "cpu/threads.hpp"
 #include "io/checkpoint.hpp"
 #include "text/tokenizer.hpp"
@@ -33,15 +34,9 @@ std::vector<double> parse_eps_list(const std::string& s) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TL_CHECK(used > 0 && used == item.size(), "--eps: '{}' is not a number", item);
-    out.push_back(v);
+    const auto v = parse_double(item);
+    TL_CHECK(v.has_value(), "--eps: '{}' is not a number", item);
+    out.push_back(*v);
   }
   TL_CHECK(!out.empty(), "--eps: no value given");
   return out;

@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
+#include "core/parse.hpp"
 #include "io/checkpoint.hpp"
 #include "model/stats.hpp"
 #include "report/svg.hpp"
@@ -55,14 +56,9 @@ std::string pct(double v) {
 std::vector<double> parse_sweep_levels(std::string_view s) {
   std::vector<double> levels;
   for (const auto& item : split_list(s, "level")) {
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TL_CHECK(used == item.size() && std::isfinite(v), "sweep: level '{}' is not a number", item);
+    const auto parsed = parse_double(item);
+    TL_CHECK(parsed.has_value(), "sweep: level '{}' is not a number", item);
+    const double v = *parsed;
     TL_CHECK(v >= 0 && v < 100, "sweep: level {} is outside [0, 100)", item);
     TL_CHECK(std::find(levels.begin(), levels.end(), v) == levels.end(), "sweep: level {} is given twice",
              item);
