@@ -20,9 +20,7 @@ struct PplArgs {
 
 void run_ppl(PplArgs& a) {
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
-  TL_CHECK(a.opt.ppl.ctx == 0 || a.opt.ppl.ctx >= 2, "--ctx must be at least 2, found {}", a.opt.ppl.ctx);
-  TL_CHECK(a.opt.ppl.batch >= 1, "--batch must be at least 1, found {}", a.opt.ppl.batch);
-  TL_CHECK(a.opt.ppl.max_windows >= -1, "--windows must be -1 (all), 0 (protocol default) or positive");
+  validate(a.opt.ppl);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   const PplRun r = run_perplexity(a.opt);

@@ -25,9 +25,7 @@ void run_sweep_cmd(SweepArgs& a) {
   o.methods = parse_sweep_methods(a.methods);
   o.level = parse_prune_level(a.level);
   o.eval.ppl.protocol = parse_ppl_protocol(a.protocol);
-  TL_CHECK(o.eval.ppl.ctx == 0 || o.eval.ppl.ctx >= 2, "--ctx must be at least 2, found {}", o.eval.ppl.ctx);
-  TL_CHECK(o.eval.ppl.batch >= 1, "--batch must be at least 1, found {}", o.eval.ppl.batch);
-  TL_CHECK(o.eval.ppl.max_windows >= -1, "--windows must be -1 (all), 0 (protocol default) or positive");
+  validate(o.eval.ppl);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   const SweepResult r = run_sweep(o);

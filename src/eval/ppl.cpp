@@ -27,6 +27,12 @@ std::string ppl_protocol_name(PplProtocol p) {
   return "?";
 }
 
+void validate(const PplOptions& opt) {
+  TL_CHECK(opt.ctx == 0 || opt.ctx >= 2, "--ctx must be at least 2, found {}", opt.ctx);
+  TL_CHECK(opt.batch >= 1, "--batch must be at least 1, found {}", opt.batch);
+  TL_CHECK(opt.max_windows >= -1, "--windows must be -1 (all), 0 (protocol default) or positive");
+}
+
 namespace {
 int64_t default_ctx(PplProtocol p) {
   return p == PplProtocol::Seed ? 128 : 512;

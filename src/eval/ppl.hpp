@@ -28,6 +28,10 @@ struct PplOptions {
   int32_t bos_id = -1;      // needed by llama
 };
 
+// Rejects impossible options (ctx < 2 unless 0, batch < 1, max_windows < -1) with a tl::Error naming the
+// command-line flag.
+void validate(const PplOptions& opt);
+
 // One evaluation window: positions [score_from, tokens.size()-1) predict their next token.
 struct PplWindow {
   std::vector<int32_t> tokens;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../common/test_util.hpp"
 #include "analysis/criticality.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
@@ -16,12 +17,7 @@
 namespace tl {
 namespace {
 
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = int32_t(rng.below(uint64_t(vocab)));
-  return t;
-}
+using test::random_tokens;
 
 struct Tiny {
   Model model;

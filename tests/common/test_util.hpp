@@ -4,10 +4,13 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
+#include "core/rng.hpp"
 
 namespace tl::test {
 
@@ -21,6 +24,14 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected tl::Error";
   return {};
+}
+
+// n token ids uniform in [0, vocab), seeded.
+inline std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = int32_t(rng.below(uint64_t(vocab)));
+  return t;
 }
 
 struct CommandResult {

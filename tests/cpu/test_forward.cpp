@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "../common/test_util.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "cpu/forward.hpp"
@@ -17,12 +18,7 @@
 namespace tl {
 namespace {
 
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = int32_t(rng.below(uint64_t(vocab)));
-  return t;
-}
+using test::random_tokens;
 
 // The second test shape: n_kv == n_heads (no GQA), untied lm_head, SiLU, q_dim != hidden, 3 layers.
 BitNetConfig shape2() {
