@@ -76,7 +76,7 @@ void run_prune_cmd(PruneArgs& a) {
                t->candidates ? 100.0 * double(t->pruned) / double(t->candidates) : 0.0,
                100 * t->latent_sparsity_after, 100 * t->code_zero_after, t->codes_changed,
                100 * t->scale_rel_change);
-  fmt::print("  wrote {}, {}\n", r.mask_file.string(), r.report_file.string());
+  fmt::print("  wrote {}, {}, {}\n", r.mask_file.string(), r.report_file.string(), r.summary_file.string());
 }
 
 const Registrar reg("prune", 40, [](CLI::App& app) {

@@ -1,5 +1,7 @@
 #include "prune/prune.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -436,6 +438,41 @@ nlohmann::json to_json(const PruneReport& r) {
   j["tensors"] = nlohmann::json::array();
   for (const auto& t : r.tensors) j["tensors"].push_back(to_json(t));
   return j;
+}
+
+std::string to_markdown(const PruneReport& r, const std::string& title) {
+  const PruneOptions& o = r.options;
+  std::string md = fmt::format("# {}\n\n", title);
+  md += fmt::format("Method `{}` on the {} ", prune_method_name(o.method), prune_level_name(o.level));
+  if (o.method == PruneMethod::NM)
+    md += fmt::format("({}:{} along the input dimension)", o.nm_n, o.nm_m);
+  else
+    md += fmt::format("at a target of {}% of the candidates", o.sparsity);
+  md += fmt::format(", seed {}.", o.seed);
+  if (r.threshold) md += fmt::format(" Threshold {:.6g} ({} samples).", *r.threshold, r.samples);
+  md += "\n\n| | before | after |\n|---|---:|---:|\n";
+  md += fmt::format("| latent sparsity | {:.4f}% | {:.4f}% |\n", 100 * r.latent_sparsity_before,
+                    100 * r.latent_sparsity_after);
+  md += fmt::format("| ternary-code zeros | {:.4f}% | {:.4f}% |\n", 100 * r.code_zero_before,
+                    100 * r.code_zero_after);
+  md += fmt::format(
+      "\n{} linear tensors, {} weights, {} candidates; pruned {} ({:.4f}% of the candidates), {} of them "
+      "with a "
+      "non-zero code before; {} codes changed ({:.4f}%). Absmean scale change (after/before − 1): mean "
+      "{:+.4f}%, min {:+.4f}%, max {:+.4f}%.\n\n",
+      r.tensors.size(), r.numel, r.candidates, r.pruned, 100 * r.pruned_frac_of_candidates,
+      r.pruned_code_nonzero, r.codes_changed,
+      r.numel ? 100.0 * double(r.codes_changed) / double(r.numel) : 0.0, 100 * r.scale_rel_change_mean,
+      100 * r.scale_rel_change_min, 100 * r.scale_rel_change_max);
+  md +=
+      "| tensor | pruned % of candidates | latent zeros % | code zeros % before → after | codes changed | "
+      "scale change |\n|---|---:|---:|---:|---:|---:|\n";
+  for (const auto& t : r.tensors)
+    md += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} → {:.3f} | {} | {:+.4f}%{} |\n", t.name,
+                      t.candidates ? 100.0 * double(t.pruned) / double(t.candidates) : 0.0,
+                      100 * t.latent_sparsity_after, 100 * t.code_zero_before, 100 * t.code_zero_after,
+                      t.codes_changed, 100 * t.scale_rel_change, t.fixed_scale ? " (fixed)" : "");
+  return md;
 }
 
 }  // namespace tl

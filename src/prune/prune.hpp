@@ -117,5 +117,7 @@ PruneResult prune_model(Model& m, const PruneOptions& opt);
 nlohmann::json prune_options_json(const PruneOptions& o);
 nlohmann::json to_json(const TensorPruneStats& t);
 nlohmann::json to_json(const PruneReport& r);
+// A short Markdown summary: the totals, then every tensor. `title` heads it.
+std::string to_markdown(const PruneReport& r, const std::string& title);
 
 }  // namespace tl

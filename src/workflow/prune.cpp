@@ -94,6 +94,9 @@ PruneRun run_prune(const PruneRunOptions& opt) {
   j["mask_file"] = run.mask_file.string();
   run.report_file = opt.out_dir / "prune_report.json";
   write_file_atomic(run.report_file, j.dump(2) + "\n");
+  run.summary_file = opt.out_dir / "prune_report.md";
+  write_file_atomic(run.summary_file,
+                    to_markdown(res.report, fmt::format("Pruning of {}", opt.checkpoint.string())));
   run.report = std::move(res.report);
   return run;
 }

@@ -33,11 +33,11 @@ struct PruneRunOptions {
 struct PruneRun {
   PruneReport report;
   std::string layout;  // "master" or "packed": the layout written
-  std::filesystem::path checkpoint, out_dir, mask_file, report_file;
+  std::filesystem::path checkpoint, out_dir, mask_file, report_file, summary_file;
 };
 
 // Loads, prunes, saves the checkpoint (save_checkpoint; tokenizer.json and tokenizer_config.json copied),
-// the masks and OUT_DIR/prune_report.json. The output directory must differ from the input.
+// the masks, OUT_DIR/prune_report.json and OUT_DIR/prune_report.md. The output directory must differ from the input.
 PruneRun run_prune(const PruneRunOptions& opt);
 
 }  // namespace tl

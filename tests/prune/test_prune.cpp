@@ -513,8 +513,14 @@ TEST(Command, PruneWritesCheckpointMasksAndReport) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("codes changed"));
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                        "masks.safetensors", "prune_report.json"})
+                        "masks.safetensors", "prune_report.json", "prune_report.md"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
+  {
+    std::ifstream mf(out / "prune_report.md");
+    const std::string md((std::istreambuf_iterator<char>(mf)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(md, HasSubstr("ternary-code zeros"));
+    EXPECT_THAT(md, HasSubstr("model.layers.1.mlp.down_proj.weight"));
+  }
 
   // The same prune in process: init's model (seed 0) as saved in bf16.
   Model m = tiny_model(0);
