@@ -45,19 +45,42 @@ std::vector<float> embed(const CpuModel& model, std::span<const int32_t> tokens)
 
 // ||b - a||_F / (||a||_F + 1e-8) over n elements: the study's δ (a = clean, b = perturbed).
 double relative_perturbation(const float* a, const float* b, size_t n);
+// The same over the rows t of (T,C) arrays with keep[t] != 0 (keep == nullptr: every row).
+double relative_perturbation(const float* a, const float* b, int64_t T, int64_t C, const uint8_t* keep);
 
-// Clean-pass statistics per block (rpt-spec §7.2), each (L): in/out/corr norms are token means of L2 norms.
+// Clean-pass statistics per block (rpt-spec §7.2), each (L): in/out/corr norms are token means of L2 norms
+// (over the tokens with keep[t] != 0 when keep is given).
 struct BlockStats {
   std::vector<double> in_norm, out_norm, corr_norm, br, cr;
 };
-BlockStats block_stats(const float* h, int64_t L, int64_t T, int64_t C);
+BlockStats block_stats(const float* h, int64_t L, int64_t T, int64_t C, const uint8_t* keep = nullptr);
+
+// The tokens a measurement counts (T): all, minus BOS tokens when exclude_bos, minus outliers when
+// outlier_factor > 0 — a token whose L2 norm at any depth (embeddings or a block output, from the clean h
+// (L+1,T,C)) exceeds outlier_factor × that depth's median token norm (massive activations).
+std::vector<uint8_t> measurement_mask(std::span<const int32_t> tokens, const float* h, int64_t L, int64_t C,
+                                      bool exclude_bos, int32_t bos_id, double outlier_factor);
 
 // One perturbation of one text: delta_in = δ of the perturbed embeddings, delta (L) = δ_l of block outputs.
 struct Profile {
   double delta_in = 0;
   std::vector<double> delta;
 };
-Profile perturbation_profile(const float* h_clean, const float* h_pert, int64_t L, int64_t T, int64_t C);
+Profile perturbation_profile(const float* h_clean, const float* h_pert, int64_t L, int64_t T, int64_t C,
+                             const uint8_t* keep = nullptr);
+
+// Finite-time Lyapunov growth with renormalisation at every layer (Benettin's method, layers as time
+// steps). The embeddings x (T,C) get a perturbation of relative size eps_rel along `direction` (T,C); after
+// every block l the deviation from the clean stream h (L+1,T,C) is measured, g_l = ln(‖Δ_l‖ / (eps_rel ·
+// ‖h_l+1‖)), and rescaled back to relative size eps_rel before block l+1 (norms over the kept rows).
+// g (L) are the local growth rates; their mean is the finite-time exponent. A deviation that vanishes
+// exactly (no int8 code flipped) ends the profile: `vanished_at` is that layer, g is cut there.
+struct FtleProfile {
+  std::vector<double> g;
+  int64_t vanished_at = -1;
+};
+FtleProfile ftle_profile(CpuModel& model, const float* x, int64_t T, const float* h, const float* direction,
+                         double eps_rel, const uint8_t* keep = nullptr);
 
 // Seed of the noise of (seed, seed index, text index): the same draw for every ε, so ε is all that changes.
 uint64_t noise_seed(uint64_t seed, int64_t seed_index, int64_t text_index);
@@ -85,8 +108,15 @@ struct CriticalityOptions {
   uint64_t seed = 0;
   double study_eps = 0.01;  // the study's view: this ε with seed index 0
   int bootstrap = 1000;     // resamples for the median's interval
+  // Finite-time Lyapunov estimate: relative perturbation sizes, renormalised every layer (empty: off).
+  std::vector<double> ftle_eps = {1e-3, 1e-2};
+  // Tokens left out of every norm (the noise still reaches them; the forward is causal).
+  bool exclude_bos = false;
+  int32_t bos_id = -1;
+  double outlier_factor = 0;  // > 0: exclude massive-activation tokens (see measurement_mask)
 };
-// Errors: no ε, an ε <= 0 or not finite, seeds < 1, study_eps <= 0, bootstrap < 0.
+// Errors: no ε, an ε <= 0 or not finite, seeds < 1, study_eps <= 0, bootstrap < 0, an FTLE ε outside
+// (0, 1), outlier_factor < 0 or in (0, 1], exclude_bos without a BOS id.
 void validate(const CriticalityOptions& opt);
 
 // The study's aggregate over texts (rpt-spec §7.2-§7.3): every field is the mean over texts.
@@ -118,22 +148,55 @@ struct EpsResult {
   SampleStats lambda_samples;
 };
 
+// One relative ε of the finite-time Lyapunov estimate over texts × seeds (same noise draws as the sweep).
+struct FtleResult {
+  double eps_rel = 0;
+  std::vector<SampleStats> growth;  // (L) local growth g_l
+  SampleStats ftle;                 // per-sample mean of g over the layers (the finite-time exponent)
+  int64_t vanished = 0;             // samples whose deviation vanished exactly (left out of `ftle`)
+};
+
 struct CriticalityResult {
   int64_t layers = 0, hidden = 0;
-  std::vector<int64_t> text_tokens;  // per text
+  std::vector<int64_t> text_tokens;    // per text
+  std::vector<int64_t> text_excluded;  // per text: tokens left out of the norms
   CriticalityOptions options;
   StudySummary study;  // ε = study_eps, seed index 0
   std::vector<EpsResult> sweep;
+  std::vector<FtleResult> ftle;
   double seconds = 0;
 };
 
 // texts: token sequences (BOS included as the caller wants), each run alone (batch 1).
-// Errors: no text, an empty text, fewer than 2 layers (λ needs two endpoints), invalid options.
+// Errors: no text, an empty text, fewer than 2 layers (λ needs two endpoints), invalid options, a text
+// whose every token is excluded.
 CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector<int32_t>>& texts,
                                   const CriticalityOptions& opt);
 
+// ---------------------------------------------------------------------------------------------------------
+// Null-model controls (rpt-spec §10.1): the same measurement on models with no learned structure.
+//   shuffled     every linear weight tensor's entries permuted at random (seeded): the same value
+//                distribution, absmean scale and ternary-code fractions; embeddings and norms unchanged
+//   random-init  every parameter re-drawn as a fresh model (N(0, initializer_range), norms 1)
+constexpr const char* kControlNames[] = {"shuffled", "random-init"};
+void validate_controls(const std::vector<std::string>& controls);  // unknown name: tl::Error
+void shuffle_linear_weights(Model& model, uint64_t seed);
+
+struct CriticalityReport {
+  CriticalityResult model;
+  std::vector<std::pair<std::string, CriticalityResult>> controls;  // in the order asked
+};
+// Runs the model, then each control in the order given. To fit a 2B model in memory the controls are made
+// IN PLACE: `model` holds the last control's weights afterwards. Noise draws are the same for all.
+CriticalityReport run_criticality_with_controls(Model& model, const std::vector<std::vector<int32_t>>& texts,
+                                                const CriticalityOptions& opt,
+                                                const std::vector<std::string>& controls,
+                                                uint64_t control_seed);
+
 nlohmann::json to_json(const CriticalityResult& r);
-// Markdown report: the study's table, the summary and the ε sweep. `title` heads it.
+nlohmann::json to_json(const CriticalityReport& r);  // the model's fields + "controls" + "comparison"
+// Markdown report: the study's table, the summary, the ε sweep and the FTLE. `title` heads it.
 std::string to_markdown(const CriticalityResult& r, const std::string& title);
+std::string to_markdown(const CriticalityReport& r, const std::string& title);  // + the controls' table
 
 }  // namespace tl

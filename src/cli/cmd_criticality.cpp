@@ -23,22 +23,33 @@ namespace fs = std::filesystem;
 
 struct CritArgs {
   fs::path checkpoint, input, tokenizer, out_dir;
-  std::string corpus = "brown", split = "validation", eps = "1e-4,1e-3,1e-2,1e-1";
+  std::string corpus = "brown", split = "validation", eps = "1e-4,1e-3,1e-2,1e-1", ftle_eps = "1e-3,1e-2";
+  std::string controls = "shuffled,random-init";
   int texts = 20, chars = 500, max_tokens = 256, seeds = 3, threads = 0;
-  uint64_t seed = 0;
-  bool json = false;
+  uint64_t seed = 0, control_seed = 1;
+  double outlier_factor = 0;
+  bool json = false, exclude_bos = false;
 };
 
-std::vector<double> parse_eps_list(const std::string& s) {
-  std::vector<double> out;
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) {
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// A comma-separated list of numbers; "none" (when allowed) is the empty list.
+std::vector<double> parse_number_list(const std::string& s, const char* flag, bool allow_none) {
+  if (allow_none && s == "none") return {};
+  std::vector<double> out;
+  for (const auto& item : split_list(s)) {
     const auto v = parse_double(item);
-    TL_CHECK(v.has_value(), "--eps: '{}' is not a number", item);
+    TL_CHECK(v.has_value(), "{}: '{}' is not a number", flag, item);
     out.push_back(*v);
   }
-  TL_CHECK(!out.empty(), "--eps: no value given");
+  TL_CHECK(!out.empty(), "{}: no value given", flag);
   return out;
 }
 
@@ -48,15 +59,25 @@ void run_criticality_cmd(CritArgs& a) {
   TL_CHECK(a.max_tokens >= 1, "--max-tokens must be at least 1, found {}", a.max_tokens);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   CriticalityOptions opt;
-  opt.eps = parse_eps_list(a.eps);
+  opt.eps = parse_number_list(a.eps, "--eps", false);
+  opt.ftle_eps = parse_number_list(a.ftle_eps, "--ftle-eps", true);
   opt.seeds = a.seeds;
   opt.seed = a.seed;
-  validate(opt);  // bad flags fail before the checkpoint is read
+  opt.exclude_bos = a.exclude_bos;
+  opt.outlier_factor = a.outlier_factor;
+  const std::vector<std::string> controls =
+      a.controls == "none" ? std::vector<std::string>{} : split_list(a.controls);
+  validate_controls(controls);
+  if (a.exclude_bos) opt.bos_id = 0;  // the real id is checked once the tokenizer is read
+  validate(opt);                      // bad flags fail before the checkpoint is read
   set_num_threads(a.threads);
 
-  const Model model = load_checkpoint(a.checkpoint);
   const fs::path tok_path = a.tokenizer.empty() ? a.checkpoint / "tokenizer.json" : a.tokenizer;
   const Tokenizer tok = Tokenizer::from_file(tok_path);
+  opt.bos_id = tok.bos_id();
+  TL_CHECK(!a.exclude_bos || opt.bos_id >= 0, "--exclude-bos: the tokenizer {} has no BOS token",
+           tok_path.string());
+  Model model = load_checkpoint(a.checkpoint);
   const auto texts = select_analysis_texts(analysis_rows(a.corpus, a.input, a.split), a.texts, a.chars);
   TL_CHECK(!texts.empty(), "criticality: no row of the corpus has more than 100 characters");
   const int64_t max_len = std::min<int64_t>(a.max_tokens, model.config.max_position_embeddings);
@@ -66,10 +87,11 @@ void run_criticality_cmd(CritArgs& a) {
     if (int64_t(v.size()) > max_len) v.resize(size_t(max_len));
     ids.push_back(std::move(v));
   }
-  CpuModel cpu(model);
-  const CriticalityResult r = run_criticality(cpu, ids, opt);
+  const CriticalityReport rep = run_criticality_with_controls(model, ids, opt, controls, a.control_seed);
+  const CriticalityResult& r = rep.model;
 
-  nlohmann::json j = to_json(r);
+  nlohmann::json j = to_json(rep);
+  j["control_seed"] = a.control_seed;
   j["checkpoint"] = a.checkpoint.string();
   j["corpus"] = a.corpus;
   j["split"] = a.split;
@@ -82,7 +104,7 @@ void run_criticality_cmd(CritArgs& a) {
   if (!a.out_dir.empty()) {
     fs::create_directories(a.out_dir);
     write_file_atomic(a.out_dir / "criticality.json", j.dump(2) + "\n");
-    write_file_atomic(a.out_dir / "criticality.md", to_markdown(r, title));
+    write_file_atomic(a.out_dir / "criticality.md", to_markdown(rep, title));
   }
   if (a.json) {
     fmt::print("{}\n", j.dump(2));
@@ -124,7 +146,35 @@ void run_criticality_cmd(CritArgs& a) {
         "  eps {:<8g} lambda {:+.5f}  amplification {:.4f}x  per-sample lambda {:+.5f} [{:+.5f}, {:+.5f}]\n",
         e.eps, e.lambda, e.amplification, e.lambda_samples.median, e.lambda_samples.p025,
         e.lambda_samples.p975);
-  fmt::print("  ({:.2f} s, {} threads)\n", r.seconds, num_threads());
+  int64_t excluded = 0;
+  for (auto e : r.text_excluded) excluded += e;
+  if (opt.exclude_bos || opt.outlier_factor > 0)
+    fmt::print("  {} of {} tokens excluded from the norms\n", excluded, total);
+  if (!r.ftle.empty()) {
+    fmt::print("\n  finite-time Lyapunov estimate (relative ε, renormalised every layer; median [95% CI])\n");
+    for (const auto& f : r.ftle)
+      fmt::print("  eps_rel {:<8g} FTLE {:+.5f} [{:+.5f}, {:+.5f}]  ({} samples, {} vanished)\n", f.eps_rel,
+                 f.ftle.median, f.ftle.ci_lo, f.ftle.ci_hi, f.ftle.n, f.vanished);
+  }
+  double seconds = r.seconds;
+  if (!rep.controls.empty()) {
+    fmt::print("\n  null-model controls (same texts, noise and formulas)\n");
+    fmt::print("  {:<12} {:>9} {:>10} {:>9}  {:<14}", "model", "mean BR", "lambda", "amplif.", "verdict");
+    for (const auto& f : r.ftle) fmt::print(" {:>12}", fmt::format("FTLE {:g}", f.eps_rel));
+    fmt::print("\n");
+    auto row = [&](const std::string& name, const CriticalityResult& c) {
+      fmt::print("  {:<12} {:>9.4f} {:>+10.5f} {:>8.4f}x  {:<14}", name, c.study.avg_br, c.study.lambda,
+                 c.study.amplification, c.study.verdict);
+      for (const auto& f : c.ftle) fmt::print(" {:>+12.5f}", f.ftle.median);
+      fmt::print("\n");
+    };
+    row("model", r);
+    for (const auto& [name, c] : rep.controls) {
+      row(name, c);
+      seconds += c.seconds;
+    }
+  }
+  fmt::print("  ({:.2f} s, {} threads)\n", seconds, num_threads());
 }
 
 const Registrar reg("criticality", 50, [](CLI::App& app) {
@@ -144,6 +194,17 @@ const Registrar reg("criticality", 50, [](CLI::App& app) {
   cmd->add_option("--eps", a->eps, "noise σ values of the sweep, comma-separated")->capture_default_str();
   cmd->add_option("--seeds", a->seeds, "noise draws per text and ε")->capture_default_str();
   cmd->add_option("--seed", a->seed, "base seed of the noise")->capture_default_str();
+  cmd->add_option("--ftle-eps", a->ftle_eps,
+                  "relative perturbation sizes of the finite-time Lyapunov estimate, or none")
+      ->capture_default_str();
+  cmd->add_flag("--exclude-bos", a->exclude_bos, "leave BOS tokens out of every norm");
+  cmd->add_option("--exclude-outliers", a->outlier_factor,
+                  "leave out tokens whose norm exceeds this factor × the median at any depth (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--controls", a->controls, "null models run in the same pass: shuffled,random-init or none")
+      ->capture_default_str();
+  cmd->add_option("--control-seed", a->control_seed, "seed of the shuffle and of the random init")
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->add_option("-o,--out", a->out_dir, "write criticality.json and criticality.md here");

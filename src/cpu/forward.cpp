@@ -394,8 +394,12 @@ void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KV
     for (int64_t n = 0; n < N; ++n)
       std::memcpy(a.x.data() + n * C, embed_ + int64_t(tokens[n]) * C, size_t(C) * sizeof(float));
 
+  ResidualHooks* const hk = hooks_;
+  if (hk && hk->block) grow(a.xin, size_t(N * C));
   for (int64_t l = 0; l < L; ++l) {
     const PreparedLinear* lin = &lin_[size_t(l * 7)];
+    const HookSite site{l, B, T, C, pos0};
+    if (hk && hk->block) std::memcpy(a.xin.data(), a.x.data(), size_t(N * C) * sizeof(float));
     // --- attention block
     rmsnorm_forward(a.h.data(), a.x.data(), norm_in_[l], N, C, eps);
     quantize(l, C, {kQ, kK, kV});
@@ -422,6 +426,7 @@ void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KV
     rmsnorm_forward(a.h.data(), a.att.data(), norm_attn_sub_[l], N, Q, eps);  // attn_sub_norm before o_proj
     quantize(l, Q, {kO});
     bitlinear(a.o.data(), lin[kO]);
+    if (hk && hk->attention) hk->on_attention(site, a.o.data());
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
     for (int64_t i = 0; i < N * C; ++i) a.x[i] += a.o[i];
 
@@ -446,8 +451,10 @@ void CpuModel::run(const int32_t* tokens, int64_t B, int64_t T, int64_t pos0, KV
     rmsnorm_forward(a.h.data(), a.gate.data(), norm_ffn_sub_[l], N, F, eps);  // ffn_sub_norm before down
     quantize(l, F, {kDown});
     bitlinear(a.o.data(), lin[kDown]);
+    if (hk && hk->mlp) hk->on_mlp(site, a.o.data());
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
     for (int64_t i = 0; i < N * C; ++i) a.x[i] += a.o[i];
+    if (hk && hk->block) hk->on_block(site, a.xin.data(), a.x.data());
     if (taps && taps->wants(l))
       taps->f32["layers." + std::to_string(l) + ".output"].assign(a.x.data(), a.x.data() + N * C);
   }
@@ -468,7 +475,7 @@ size_t CpuModel::memory_bytes() const {
   for (const auto& l : lin_) n += l.codes.capacity();
   n += (rope_.cos.capacity() + rope_.sin.capacity()) * sizeof(float);
   for (const auto* v : {&acts_.x, &acts_.h, &acts_.s, &acts_.q, &acts_.k, &acts_.v, &acts_.att, &acts_.o,
-                        &acts_.gate, &acts_.up, &wscratch_})
+                        &acts_.gate, &acts_.up, &acts_.xin, &wscratch_})
     n += v->capacity() * sizeof(float);
   n += acts_.i8.capacity();
   return n;

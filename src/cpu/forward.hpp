@@ -70,6 +70,28 @@ struct ForwardTaps {
   bool wants(int64_t layer) const;
 };
 
+// Where a residual hook is called: layer l of a forward over B sequences of T tokens (N = B*T rows; row
+// b*T + t sits at position pos0 + t), C channels.
+struct HookSite {
+  int64_t layer = 0, B = 0, T = 0, C = 0, pos0 = 0;
+  int64_t rows() const { return B * T; }
+};
+
+// Observation and modification points on the residual stream, for activation analyses (analysis/actprune).
+// Installed with CpuModel::set_hooks; forward, forward_embeddings and forward_step then call, per layer:
+//   on_attention(site, o)        o (N,C): the attention write (o_proj's output) before x += o
+//   on_mlp(site, o)              o (N,C): the MLP write (down_proj's output) before x += o
+//   on_block(site, x_in, x_out)  x_in (N,C): the stream entering the block; x_out (N,C): after both adds
+// Each may modify its array in place (o, x_out). Only callbacks whose flag is set are called, and x_in is
+// copied only when `block` is set: an unset hook costs nothing, and one that changes nothing changes no bit.
+struct ResidualHooks {
+  bool attention = false, mlp = false, block = false;
+  virtual ~ResidualHooks() = default;
+  virtual void on_attention(const HookSite& site, float* o) {}
+  virtual void on_mlp(const HookSite& site, float* o) {}
+  virtual void on_block(const HookSite& site, const float* x_in, float* x_out) {}
+};
+
 // A ternary linear prepared for inference: codes [out, in] and the scale alpha (from quantize_weight).
 struct PreparedLinear {
   int64_t out = 0, in = 0;
@@ -122,6 +144,10 @@ class CpuModel {
                     ForwardTaps* taps = nullptr);
   KVCache make_cache(int64_t capacity) const { return KVCache(cfg_, capacity); }
 
+  // Residual hooks for every later forward (nullptr: none). Not owned; must outlive its use.
+  void set_hooks(ResidualHooks* hooks) { hooks_ = hooks; }
+  ResidualHooks* hooks() const { return hooks_; }
+
   // LM head (not quantized): out (rows, V) = hidden (rows, C) . W^T, W = embed_tokens if tied else lm_head.
   void logits(const float* hidden, int64_t rows, float* out) const;
 
@@ -148,9 +174,11 @@ class CpuModel {
   // Activation buffers, grown on demand and reused between calls.
   struct Acts {
     std::vector<float> x, h, s, q, k, v, att, o, gate, up;
+    std::vector<float> xin;  // (N,C) the stream entering a block, kept only for a block hook
     std::vector<int8_t> i8;
   } acts_;
   std::vector<float> wscratch_;
+  ResidualHooks* hooks_ = nullptr;
 };
 
 }  // namespace tl

@@ -2,6 +2,7 @@
 // entry point, every formula of rpt-spec §7, λ's endpoint identity, determinism, ε = 0, bad options.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -344,6 +345,183 @@ TEST(Criticality, AnalysisTextSelection) {
   EXPECT_EQ(t[1], std::string(500, 'x'));
   EXPECT_EQ(t[2], std::string(300, 'y') + e + e + std::string(198, 'z'));  // 500 code points, 502 bytes
   EXPECT_EQ(select_analysis_texts(rows, 20, 500).size(), 4u);
+}
+
+// A model of one decoder layer holding layer `l` of m (embeddings and final norm shared): running it from a
+// stream gives block l's output, independently of the hook machinery.
+Model single_layer(const Model& m, int64_t l) {
+  BitNetConfig c = m.config;
+  c.num_hidden_layers = 1;
+  Model one = make_model(c);
+  for (const auto& v : one.views) {
+    std::string src = v.name;
+    const std::string p0 = Model::layer_prefix(0);
+    if (src.rfind(p0, 0) == 0) src = Model::layer_prefix(l) + src.substr(p0.size());
+    const auto from = m.tensor(src);
+    std::copy(from.begin(), from.end(), one.params.begin() + long(v.offset));
+  }
+  return one;
+}
+
+// Benettin's renormalisation recomputed block by block with one-layer models: g_l and the rescaled state.
+TEST(Criticality, FtleMatchesBlockByBlockComputation) {
+  Tiny t(3);
+  CpuModel cpu(t.model);
+  const int64_t T = 9, L = 3, C = cpu.config().hidden_size;
+  const auto tok = random_tokens(T, 512, 21);
+  const auto x = embed(cpu, tok);
+  std::vector<float> h;
+  hidden_states_from_embeddings(cpu, x.data(), T, h);
+  const auto dir = gaussian_noise(77, x.size());
+  const double eps = 0.01;
+  const FtleProfile p = ftle_profile(cpu, x.data(), T, h.data(), dir.data(), eps);
+  ASSERT_EQ(p.vanished_at, -1);
+  ASSERT_EQ(p.g.size(), size_t(L));
+  const size_t n = size_t(T * C);
+  // state entering block 0: x + eps·‖x‖·dir/‖dir‖
+  std::vector<float> state(n);
+  const double s0 = eps * norm2(x.data(), n) / norm2(dir.data(), n);
+  for (size_t k = 0; k < n; ++k) state[k] = x[k] + float(s0 * dir[k]);
+  for (int64_t l = 0; l < L; ++l) {
+    Model one = single_layer(t.model, l);
+    CpuModel block(one);
+    std::vector<float> hl;
+    hidden_states_from_embeddings(block, state.data(), T, hl);  // (2,T,C): state, block l's output
+    const float* clean = h.data() + (l + 1) * n;
+    std::vector<float> dev(n);
+    for (size_t k = 0; k < n; ++k) dev[k] = hl[n + k] - clean[k];
+    const double d = norm2(dev.data(), n), ref = norm2(clean, n);
+    EXPECT_NEAR(p.g[size_t(l)], std::log(d / (eps * ref)), 1e-9) << "layer " << l;
+    for (size_t k = 0; k < n; ++k) state[k] = clean[k] + float(eps * ref / d * dev[k]);
+  }
+  // the hook is removed afterwards: a plain forward is untouched
+  std::vector<float> h2;
+  hidden_states_from_embeddings(cpu, x.data(), T, h2);
+  EXPECT_EQ(h, h2);
+  // a perturbation below fp32 resolution vanishes at the embeddings: no growth is recorded
+  const FtleProfile z = ftle_profile(cpu, x.data(), T, h.data(), dir.data(), 1e-12);
+  EXPECT_EQ(z.vanished_at, 0);
+  EXPECT_TRUE(z.g.empty());
+  EXPECT_THROW(ftle_profile(cpu, x.data(), T, h.data(), dir.data(), 1.5), Error);
+}
+
+TEST(Criticality, MaskedStatsEqualStatsWithoutTheRows) {
+  Tiny t;
+  CpuModel cpu(t.model);
+  const int64_t T = 8, L = 2, C = cpu.config().hidden_size;
+  auto tok = random_tokens(T, 512, 4);
+  tok[0] = 0;  // "BOS"
+  const auto x = embed(cpu, tok);
+  std::vector<float> h;
+  hidden_states_from_embeddings(cpu, x.data(), T, h);
+  const auto keep = measurement_mask(tok, h.data(), L, C, true, 0, 0);
+  ASSERT_EQ(keep[0], 0);
+  for (int64_t k = 1; k < T; ++k) EXPECT_EQ(keep[size_t(k)], tok[size_t(k)] == 0 ? 0 : 1);
+  // the same arrays without the excluded rows
+  std::vector<float> hk;
+  int64_t kept = 0;
+  for (int64_t l = 0; l <= L; ++l)
+    for (int64_t k = 0; k < T; ++k)
+      if (keep[size_t(k)]) hk.insert(hk.end(), h.begin() + (l * T + k) * C, h.begin() + (l * T + k + 1) * C);
+  for (auto v : keep) kept += v;
+  const BlockStats a = block_stats(h.data(), L, T, C, keep.data());
+  const BlockStats b = block_stats(hk.data(), L, kept, C);
+  for (int64_t l = 0; l < L; ++l) {
+    EXPECT_NEAR(a.br[size_t(l)], b.br[size_t(l)], 1e-12);
+    EXPECT_NEAR(a.cr[size_t(l)], b.cr[size_t(l)], 1e-12);
+  }
+  std::vector<float> hp(h);
+  for (auto& v : hp) v *= 1.01f;
+  std::vector<float> hpk(hk);
+  for (auto& v : hpk) v *= 1.01f;
+  const Profile pa = perturbation_profile(h.data(), hp.data(), L, T, C, keep.data());
+  const Profile pb = perturbation_profile(hk.data(), hpk.data(), L, kept, C);
+  EXPECT_NEAR(pa.delta[1], pb.delta[1], 1e-12);
+  // an outlier token: 1000x the others' norm at the embeddings is excluded at factor 20, not at 0
+  std::vector<float> big(h);
+  for (int64_t c = 0; c < C; ++c) big[size_t(3 * C + c)] *= 1000.0f;
+  const auto ko = measurement_mask(tok, big.data(), L, C, false, -1, 20);
+  EXPECT_EQ(ko[3], 0);
+  EXPECT_EQ(std::count(ko.begin(), ko.end(), 0), 1);
+  const auto none = measurement_mask(tok, big.data(), L, C, false, -1, 0);
+  EXPECT_EQ(std::count(none.begin(), none.end(), 0), 0);
+  std::vector<uint8_t> all_out(size_t(T), 0);
+  EXPECT_THROW(block_stats(h.data(), L, T, C, all_out.data()), Error);
+}
+
+TEST(Criticality, ShuffleKeepsTheValuesAndMovesThem) {
+  Tiny t;
+  Model m = t.model;
+  shuffle_linear_weights(m, 5);
+  for (const auto& v : m.views) {
+    std::vector<float> a(t.model.params.begin() + long(v.offset),
+                         t.model.params.begin() + long(v.offset + v.numel));
+    std::vector<float> b(m.params.begin() + long(v.offset), m.params.begin() + long(v.offset + v.numel));
+    if (v.kind != ParamKind::Linear) {
+      EXPECT_EQ(a, b) << v.name;  // embeddings and norms untouched
+      continue;
+    }
+    EXPECT_NE(a, b) << v.name;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    EXPECT_EQ(a, b) << v.name;  // a permutation
+  }
+  Model m2 = t.model;
+  shuffle_linear_weights(m2, 5);
+  EXPECT_EQ(m.params, m2.params);  // seeded
+  Model m3 = t.model;
+  shuffle_linear_weights(m3, 6);
+  EXPECT_NE(m.params, m3.params);
+}
+
+TEST(Criticality, ControlsRunInOnePassAndDiffer) {
+  Tiny t;
+  const std::vector<std::vector<int32_t>> texts = {random_tokens(10, 512, 8), random_tokens(13, 512, 9)};
+  CriticalityOptions opt;
+  opt.eps = {1e-2};
+  opt.seeds = 2;
+  opt.ftle_eps = {1e-2};
+  opt.bootstrap = 50;
+  CpuModel cpu(t.model);
+  auto alone = to_json(run_criticality(cpu, texts, opt));
+  Model m = t.model;
+  const CriticalityReport rep = run_criticality_with_controls(m, texts, opt, {"random-init", "shuffled"}, 3);
+  ASSERT_EQ(rep.controls.size(), 2u);
+  EXPECT_EQ(rep.controls[0].first, "shuffled");  // always before random-init
+  EXPECT_EQ(rep.controls[1].first, "random-init");
+  auto mj = to_json(rep.model);
+  alone.erase("seconds");
+  mj.erase("seconds");
+  EXPECT_EQ(alone, mj);  // the model's own numbers do not depend on the controls
+  EXPECT_NE(rep.controls[0].second.study.br, rep.model.study.br);
+  EXPECT_NE(rep.controls[1].second.study.br, rep.controls[0].second.study.br);
+  const auto j = to_json(rep);
+  EXPECT_EQ(j["comparison"].size(), 3u);
+  EXPECT_TRUE(j["controls"].contains("shuffled"));
+  EXPECT_EQ(j["ftle"].size(), 1u);
+  EXPECT_NE(to_markdown(rep, "x").find("Null-model controls"), std::string::npos);
+  EXPECT_THROW(validate_controls({"shuffle"}), Error);
+  Model m4 = t.model;
+  EXPECT_THROW(run_criticality_with_controls(m4, texts, opt, {"bogus"}, 3), Error);
+  EXPECT_EQ(m4.params, t.model.params);  // rejected before anything ran
+}
+
+TEST(Criticality, NewOptionsAreValidated) {
+  CriticalityOptions o;
+  o.ftle_eps = {0};
+  EXPECT_THROW(validate(o), Error);
+  o.ftle_eps = {1};
+  EXPECT_THROW(validate(o), Error);
+  o.ftle_eps = {};
+  EXPECT_NO_THROW(validate(o));
+  o.outlier_factor = 0.5;
+  EXPECT_THROW(validate(o), Error);
+  o.outlier_factor = 10;
+  EXPECT_NO_THROW(validate(o));
+  o.exclude_bos = true;
+  EXPECT_THROW(validate(o), Error);  // no BOS id
+  o.bos_id = 1;
+  EXPECT_NO_THROW(validate(o));
 }
 
 }  // namespace

@@ -137,3 +137,86 @@ TEST_F(Cli, PackedLayoutGivesTheSamePerplexityAsItsMaster) {
 }
 
 }  // namespace
+
+// ternlab actprune: bad flags fail before the checkpoint is read; a small run's JSON.
+namespace {
+
+TEST_F(Cli, ActpruneBadFlagsFailBeforeTheCheckpoint) {
+  const std::string missing = (dir_ / "no-such-checkpoint").string();
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--levels 100", "[0, 100)"},
+           {"--levels=-10", "[0, 100)"},
+           {"--levels 50,20", "increasing"},
+           {"--levels ''", "--levels is empty"},
+           {"--levels 10,abc", "'abc' is not a number"},
+           {"--modes study,foo", "unknown mode 'foo'"},
+           {"--modes ''", "--modes is empty"},
+           {"--modes random,random", "twice"},
+           {"--max-new=-1", "--max-new"},
+           {"--protocol wiki", "unknown perplexity protocol 'wiki'"},
+           {"--prompts-file " + (dir_ / "none.txt").string(), "--prompts-file"}}) {
+    const auto r = run("actprune " + flags + " " + missing);
+    EXPECT_NE(r.code, 0) << flags;
+    EXPECT_THAT(r.out, HasSubstr(message)) << flags;
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("no-such-checkpoint"))) << flags << ": read the checkpoint";
+  }
+}
+
+TEST_F(Cli, ActpruneSmallRun) {
+  const fs::path out = dir_ / "ap";
+  const auto r = run("-q actprune --json --windows 2 --levels 0,50 --modes study,random --max-new 3 -o " +
+                     out.string() + " " + (dir_ / "tiny").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = last_json(r.out);
+  EXPECT_EQ(j["baseline"]["ppl"]["windows"], 2);
+  EXPECT_EQ(j["baseline"]["generations"].size(), 3u);
+  EXPECT_EQ(j["baseline"]["generations"][0]["prompt"], "The capital of France is");
+  ASSERT_EQ(j["points"].size(), 4u);
+  EXPECT_EQ(j["points"][0]["ppl"]["ppl"], j["baseline"]["ppl"]["ppl"]);  // level 0 is the baseline
+  EXPECT_NEAR(double(j["points"][1]["pct_zeroed"]), 50.0, 1.0);
+  EXPECT_EQ(j["points"][3]["mode"], "random");
+  EXPECT_NEAR(double(j["points"][3]["pct_zeroed"]), 50.0, 1.0);
+  EXPECT_TRUE(fs::exists(out / "actprune.json"));
+  EXPECT_TRUE(fs::exists(out / "actprune.md"));
+}
+
+}  // namespace
+
+// ternlab criticality: bad flags fail before the checkpoint is read; a small run with both controls.
+namespace {
+
+TEST_F(Cli, CriticalityBadFlagsFailBeforeTheCheckpoint) {
+  const std::string missing = (dir_ / "no-such-checkpoint").string();
+  for (const auto& [flags, message] :
+       std::vector<std::pair<std::string, std::string>>{{"--eps 0", "every ε must be finite and > 0"},
+                                                        {"--eps 1e-3,x", "'x' is not a number"},
+                                                        {"--ftle-eps 2", "relative size in (0, 1)"},
+                                                        {"--seeds 0", "--seeds"},
+                                                        {"--texts 0", "--texts"},
+                                                        {"--controls shuffle", "unknown control 'shuffle'"},
+                                                        {"--exclude-outliers 0.5", "outlier factor"}}) {
+    const auto r = run("criticality " + flags + " " + missing);
+    EXPECT_NE(r.code, 0) << flags;
+    EXPECT_THAT(r.out, HasSubstr(message)) << flags;
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("no-such-checkpoint"))) << flags << ": read the checkpoint";
+  }
+}
+
+TEST_F(Cli, CriticalitySmallRunWithControls) {
+  const fs::path out = dir_ / "crit";
+  const auto r =
+      run("-q criticality --json --texts 2 --seeds 1 --eps 1e-2 --ftle-eps 1e-2 --exclude-bos -o " +
+          out.string() + " " + (dir_ / "tiny").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = last_json(r.out);
+  EXPECT_EQ(j["texts"], 2);
+  EXPECT_EQ(j["tokens_excluded"], 2);  // one BOS per text
+  ASSERT_EQ(j["comparison"].size(), 3u);
+  EXPECT_EQ(j["comparison"][1]["model"], "shuffled");
+  EXPECT_EQ(j["comparison"][2]["model"], "random-init");
+  EXPECT_TRUE(j["controls"]["random-init"]["ftle"][0]["ftle"]["median"].is_number());
+  EXPECT_TRUE(fs::exists(out / "criticality.json"));
+  EXPECT_TRUE(fs::exists(out / "criticality.md"));
+}
+
+}  // namespace

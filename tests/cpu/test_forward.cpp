@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "../common/test_util.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "cpu/forward.hpp"
+#include "cpu/generate.hpp"
 #include "model/quant.hpp"
 #include "naive_reference.hpp"
 
@@ -287,6 +289,230 @@ TEST(CpuForward, TapsRecordCodesOfTheirInputs) {
                   m.tensor("model.layers.1.input_layernorm.weight").data(), B * T, C,
                   float(m.config.rms_norm_eps));
   EXPECT_EQ(max_abs_diff(want0, taps.f32["layers.1.self_attn.q_proj.input"]), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Residual hooks and greedy generation
+
+// Records every call (site and order) and optionally scales or zeroes what it is given.
+struct RecordingHooks : ResidualHooks {
+  struct Call {
+    char what;  // 'a' attention, 'm' MLP, 'b' block
+    HookSite site;
+  };
+  std::vector<Call> calls;
+  std::vector<std::vector<float>> block_in;  // x_in per block call
+  float write_scale = 1.0f;                  // multiplies the attention and MLP writes (1: untouched)
+  bool block_identity = false;               // x_out = x_in
+  RecordingHooks() { attention = mlp = block = true; }
+  void on_attention(const HookSite& s, float* o) override {
+    calls.push_back({'a', s});
+    if (write_scale != 1.0f)
+      for (int64_t i = 0; i < s.rows() * s.C; ++i) o[i] *= write_scale;
+  }
+  void on_mlp(const HookSite& s, float* o) override {
+    calls.push_back({'m', s});
+    if (write_scale != 1.0f)
+      for (int64_t i = 0; i < s.rows() * s.C; ++i) o[i] *= write_scale;
+  }
+  void on_block(const HookSite& s, const float* x_in, float* x_out) override {
+    calls.push_back({'b', s});
+    block_in.emplace_back(x_in, x_in + s.rows() * s.C);
+    if (block_identity) std::copy(x_in, x_in + s.rows() * s.C, x_out);
+  }
+};
+
+TEST(CpuHooks, NoOpHooksAreBitIdentical) {
+  Model m = random_model(shape2(), 61);
+  CpuModel cm(m);
+  const int64_t B = 2, T = 9, C = m.config.hidden_size;
+  const auto tok = random_tokens(B * T, m.config.vocab_size, 3);
+  ForwardTaps ta, tb;
+  ta.layers = tb.layers = {0, 1, 2};
+  std::vector<float> plain, hooked, ep, eh;
+  cm.forward(tok, B, T, plain, &ta);
+  RecordingHooks h;
+  cm.set_hooks(&h);
+  EXPECT_EQ(cm.hooks(), &h);
+  cm.forward(tok, B, T, hooked, &tb);
+  EXPECT_EQ(0, std::memcmp(plain.data(), hooked.data(), plain.size() * sizeof(float)));
+  EXPECT_EQ(ta.f32, tb.f32);
+  EXPECT_EQ(ta.i8, tb.i8);
+  // forward_embeddings and forward_step honour the hooks too, with no change either
+  std::vector<float> x(size_t(B * T * C));
+  for (int64_t n = 0; n < B * T; ++n)
+    std::copy_n(cm.embedding_rows() + tok[size_t(n)] * C, C, x.data() + n * C);
+  const size_t before = h.calls.size();
+  cm.forward_embeddings(x.data(), B, T, eh);
+  EXPECT_EQ(h.calls.size(), before + 9);
+  EXPECT_EQ(0, std::memcmp(plain.data(), eh.data(), plain.size() * sizeof(float)));
+  KVCache ch = cm.make_cache(T), cp = cm.make_cache(T);
+  std::vector<float> s1, s2;
+  cm.forward_step(ch, std::span(tok).subspan(0, 4), s1);
+  cm.forward_step(ch, std::span(tok).subspan(4, 1), s1);
+  cm.set_hooks(nullptr);
+  cm.forward_step(cp, std::span(tok).subspan(0, 4), s2);
+  cm.forward_step(cp, std::span(tok).subspan(4, 1), s2);
+  EXPECT_EQ(s1, s2);
+  EXPECT_EQ(ch.k, cp.k);
+}
+
+TEST(CpuHooks, CalledPerLayerInOrderWithShapes) {
+  Model m = random_model(shape2(), 62);
+  CpuModel cm(m);
+  const int64_t B = 2, T = 5, C = m.config.hidden_size, L = m.config.num_hidden_layers;
+  const auto tok = random_tokens(B * T, m.config.vocab_size, 4);
+  RecordingHooks h;
+  cm.set_hooks(&h);
+  ForwardTaps taps;
+  taps.layers = {0, 1, 2};
+  taps.outputs_only = true;
+  std::vector<float> hidden;
+  cm.forward(tok, B, T, hidden, &taps);
+  ASSERT_EQ(h.calls.size(), size_t(3 * L));
+  for (int64_t l = 0; l < L; ++l)
+    for (int k = 0; k < 3; ++k) {
+      const auto& c = h.calls[size_t(3 * l + k)];
+      EXPECT_EQ(c.what, "amb"[k]);
+      EXPECT_EQ(c.site.layer, l);
+      EXPECT_EQ(c.site.B, B);
+      EXPECT_EQ(c.site.T, T);
+      EXPECT_EQ(c.site.C, C);
+      EXPECT_EQ(c.site.pos0, 0);
+    }
+  // x_in of block l is the stream leaving block l-1 (the embeddings for block 0)
+  for (int64_t l = 1; l < L; ++l)
+    EXPECT_EQ(h.block_in[size_t(l)], taps.f32.at("layers." + std::to_string(l - 1) + ".output"));
+  // forward_step: B = 1, T = the new tokens, pos0 = the cached length
+  h.calls.clear();
+  KVCache cache = cm.make_cache(8);
+  cm.forward_step(cache, std::span(tok).subspan(0, 3), hidden);
+  cm.forward_step(cache, std::span(tok).subspan(3, 1), hidden);
+  ASSERT_EQ(h.calls.size(), size_t(6 * L));
+  EXPECT_EQ(h.calls[0].site.T, 3);
+  EXPECT_EQ(h.calls[0].site.B, 1);
+  EXPECT_EQ(h.calls.back().site.T, 1);
+  EXPECT_EQ(h.calls.back().site.pos0, 3);
+}
+
+// With every write zeroed, each block is the identity: hidden = final_norm(embeddings).
+TEST(CpuHooks, ZeroWritesGiveNormedEmbeddings) {
+  Model m = random_model(config_preset("tiny"), 63);
+  CpuModel cm(m);
+  const int64_t B = 2, T = 6, C = m.config.hidden_size;
+  const auto tok = random_tokens(B * T, m.config.vocab_size, 5);
+  std::vector<float> x(size_t(B * T * C)), want(x.size()), got;
+  for (int64_t n = 0; n < B * T; ++n)
+    std::copy_n(cm.embedding_rows() + tok[size_t(n)] * C, C, x.data() + n * C);
+  rmsnorm_forward(want.data(), x.data(), m.tensor("model.norm.weight").data(), B * T, C,
+                  float(m.config.rms_norm_eps));
+  RecordingHooks zero;
+  zero.write_scale = 0.0f;
+  zero.block = false;
+  cm.set_hooks(&zero);
+  cm.forward(tok, B, T, got);
+  EXPECT_EQ(got, want);
+  RecordingHooks ident;  // the whole-block correction removed instead
+  ident.attention = ident.mlp = false;
+  ident.block_identity = true;
+  cm.set_hooks(&ident);
+  cm.forward(tok, B, T, got);
+  EXPECT_EQ(got, want);
+  cm.set_hooks(nullptr);
+  cm.forward(tok, B, T, got);
+  EXPECT_NE(got, want);
+}
+
+TEST(CpuHooks, ModifyingHookGivesSameResultCachedAndFull) {
+  Model m = random_model(config_preset("tiny"), 64);
+  CpuModel cm(m);
+  const int64_t T = 12, C = m.config.hidden_size;
+  const auto tok = random_tokens(T, m.config.vocab_size, 6);
+  RecordingHooks half;
+  half.write_scale = 0.5f;
+  half.block = false;
+  cm.set_hooks(&half);
+  std::vector<float> full, h, steps;
+  cm.forward(tok, 1, T, full);
+  KVCache cache = cm.make_cache(T);
+  cm.forward_step(cache, std::span(tok).subspan(0, 5), h);
+  steps = h;
+  for (int64_t t = 5; t < T; ++t) {
+    cm.forward_step(cache, std::span(tok).subspan(size_t(t), 1), h);
+    steps.insert(steps.end(), h.begin(), h.end());
+  }
+  EXPECT_EQ(steps, full);
+  cm.set_hooks(nullptr);
+  std::vector<float> plain;
+  cm.forward(tok, 1, T, plain);
+  EXPECT_NE(plain, full);
+  EXPECT_EQ(plain.size(), size_t(T * C));
+}
+
+TEST(Generate, ArgmaxTakesTheLowestIndexOnTies) {
+  const float row[] = {0.5f, 2.0f, -1.0f, 2.0f};
+  EXPECT_EQ(argmax(row, 4), 1);
+  EXPECT_EQ(argmax(row, 1), 0);
+  EXPECT_THROW(argmax(row, 0), Error);
+}
+
+// The argmax of the last row of a full forward over prompt + output so far, one token at a time.
+std::vector<int32_t> greedy_by_recompute(CpuModel& cm, std::vector<int32_t> seq, int max_new, int32_t eos) {
+  const int64_t C = cm.config().hidden_size, V = cm.config().vocab_size;
+  std::vector<int32_t> out;
+  std::vector<float> hidden, logits(static_cast<size_t>(V));
+  while (int(out.size()) < max_new && int64_t(seq.size()) < cm.config().max_position_embeddings) {
+    const int64_t T = int64_t(seq.size());
+    cm.forward(seq, 1, T, hidden);
+    cm.logits(hidden.data() + (T - 1) * C, 1, logits.data());
+    const int32_t next = argmax(logits.data(), V);
+    out.push_back(next);
+    seq.push_back(next);
+    if (next == eos) break;
+  }
+  return out;
+}
+
+TEST(Generate, GreedyWithCacheEqualsFullRecompute) {
+  for (const BitNetConfig& c : {config_preset("tiny"), shape2()}) {
+    Model m = random_model(c, 71);
+    CpuModel cm(m);
+    const auto prompt = random_tokens(7, c.vocab_size, 8);
+    const auto got = greedy_generate(cm, prompt, 20);
+    EXPECT_EQ(got.size(), 20u);
+    EXPECT_EQ(got, greedy_by_recompute(cm, prompt, 20, -1));
+    // Stops after eos (included).
+    const int32_t eos = got[5];
+    const auto stop = greedy_generate(cm, prompt, 20, eos);
+    const size_t first = size_t(std::find(got.begin(), got.end(), eos) - got.begin());
+    EXPECT_EQ(stop, std::vector<int32_t>(got.begin(), got.begin() + first + 1));
+    // Stops at the context limit: prompt + output never exceed max_position_embeddings.
+    const int64_t ctx = c.max_position_embeddings;
+    const auto long_prompt = random_tokens(ctx - 3, c.vocab_size, 9);
+    const auto tail = greedy_generate(cm, long_prompt, 20);
+    EXPECT_EQ(tail.size(), 3u);
+    EXPECT_EQ(tail, greedy_by_recompute(cm, long_prompt, 20, -1));
+    EXPECT_TRUE(greedy_generate(cm, prompt, 0).empty());
+    EXPECT_THROW(greedy_generate(cm, std::vector<int32_t>{}, 5), Error);
+    EXPECT_THROW(greedy_generate(cm, random_tokens(ctx + 1, c.vocab_size, 1), 5), Error);
+    EXPECT_THROW(greedy_generate(cm, prompt, -1), Error);
+  }
+}
+
+TEST(Generate, HooksAreActiveDuringGeneration) {
+  Model m = random_model(config_preset("tiny"), 72);
+  CpuModel cm(m);
+  const auto prompt = random_tokens(4, m.config.vocab_size, 10);
+  RecordingHooks zero;
+  zero.write_scale = 0.0f;
+  zero.block = false;
+  cm.set_hooks(&zero);
+  const auto hooked = greedy_generate(cm, prompt, 6);
+  // prompt once (T = 4), then 5 single-token steps; 2 calls per layer each
+  EXPECT_EQ(zero.calls.size(), size_t(6 * 2 * m.config.num_hidden_layers));
+  EXPECT_EQ(hooked, greedy_by_recompute(cm, prompt, 6, -1));
+  cm.set_hooks(nullptr);
+  EXPECT_NE(hooked, greedy_generate(cm, prompt, 6));
 }
 
 }  // namespace
