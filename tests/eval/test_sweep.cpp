@@ -145,6 +145,28 @@ TEST_F(Sweep, LevelsAreIndependent) {
   EXPECT_NE(evaluate_perplexity(cumulative, data).ppl, p.ppl.ppl);
 }
 
+// An fp32 checkpoint (values that are not bf16) takes the fp32 backup path: levels stay independent.
+TEST_F(Sweep, Fp32CheckpointLevelsAreIndependent) {
+  Model m = make_model(config_preset("tiny"));
+  init_random(m, 12);
+  save_checkpoint(m, dir_ / "tiny32", SaveOptions{CheckpointLayout::Master, DType::F32, 0});
+  write_file_atomic(dir_ / "tiny32" / "tokenizer.json", Tokenizer::byte_level(512).to_json());
+  SweepOptions o = options();
+  o.eval.checkpoint = dir_ / "tiny32";
+  o.levels = {0, 30, 10};
+  o.methods = {PruneMethod::Global, PruneMethod::Seed};
+  const SweepResult r = run_sweep(o);
+  const Model original = load_checkpoint(o.eval.checkpoint);
+  const PplData data = prepare_perplexity(o.eval, original);
+  for (const auto& p : r.points) {
+    if (p.target == 0) continue;
+    Model fresh = original;
+    prune_model(fresh, prune_options(p.method, p.target));
+    EXPECT_EQ(evaluate_perplexity(fresh, data).ppl, p.ppl.ppl)
+        << prune_method_name(p.method) << " " << p.target;
+  }
+}
+
 TEST_F(Sweep, DeterministicForASeed) {
   const SweepResult again = run_sweep(options());
   EXPECT_EQ(timeless(to_json(again)).dump(), timeless(to_json(result())).dump());
