@@ -14,6 +14,34 @@ namespace tl::train {
 
 namespace {
 
+// The share of non-zero codes clamp(round(w / alpha), -1, 1), rounded as weight_quant_forward rounds.
+template <class Real>
+Real nonzero_code_fraction(const Real* w, size_t n, Real alpha) {
+  if (n == 0) return Real(0);
+  const Real inv = Real(1) / alpha;
+  size_t nz = 0;
+  for (size_t i = 0; i < n; ++i) nz += std::nearbyint(w[i] * inv) != 0;
+  return Real(double(nz) / double(n));
+}
+
+}  // namespace
+
+float effective_weight_scale(WeightQuantMode mode, const float* w, size_t n, float fixed_scale) {
+  switch (mode) {
+    case WeightQuantMode::Absmean:
+      return absmean_alpha(w, n);
+    case WeightQuantMode::Fixed:
+      return fixed_scale;
+    case WeightQuantMode::RptFixed:
+      return fixed_scale * nonzero_code_fraction(w, n, fixed_scale);
+    case WeightQuantMode::Off:
+      break;
+  }
+  fail("effective_weight_scale: weight quantization is off");
+}
+
+namespace {
+
 template <class V>
 void zero(V& v) {
   std::fill(v.begin(), v.end(), typename V::value_type(0));
@@ -47,10 +75,11 @@ TrainModel<Real>::TrainModel(Model& model, TrainOptions options)
     for (int w = 0; w < 7; ++w) {
       lv.lin[w] = view(Model::linear_name(l, w), {want[w][0], want[w][1]});
       max_linear = std::max(max_linear, lv.lin[w]->numel);
-      if (opt_.weight_quant == WeightQuantMode::Fixed) {
+      if (opt_.weight_quant == WeightQuantMode::Fixed || opt_.weight_quant == WeightQuantMode::RptFixed) {
         auto it = model.fixed_scale.find(lv.lin[w]->name);
         TL_CHECK(it != model.fixed_scale.end() && it->second > 0 && std::isfinite(it->second),
-                 "train: weight quantization 'fixed' needs a positive fixed scale for '{}'", lv.lin[w]->name);
+                 "train: weight quantization '{}' needs a positive fixed scale for '{}'",
+                 opt_.weight_quant == WeightQuantMode::Fixed ? "fixed" : "rpt-fixed", lv.lin[w]->name);
       }
     }
     lv.norm_in = view(pre + "input_layernorm.weight", {C});
@@ -69,6 +98,7 @@ TrainModel<Real>::TrainModel(Model& model, TrainOptions options)
   grads_.assign(nparams_, Real(0));
   if (opt_.weight_quant != WeightQuantMode::Off) wq_.resize(max_linear);
   alpha_.assign(size_t(L * 7), Real(0));
+  rpt_factor_.assign(size_t(L * 7), Real(1));
 
   // The inference forward's fp32 tables (torch computes them in fp32), as Real.
   const RopeTable rope = make_rope_table(cfg_.rope_theta, cfg_.head_dim, cfg_.max_position_embeddings);
@@ -153,6 +183,10 @@ const Real* TrainModel<Real>::effective_weight(int64_t layer, int which) {
   const ParamView* v = layers_[size_t(layer)].lin[which];
   if (opt_.weight_quant == WeightQuantMode::Off) return p(v);
   weight_quant_forward(wq_.data(), p(v), v->numel, alpha_[size_t(layer * 7 + which)]);
+  if (opt_.weight_quant == WeightQuantMode::RptFixed) {  // transformers' second quantization: × (1 - z)
+    const Real f = rpt_factor_[size_t(layer * 7 + which)];
+    for (size_t i = 0; i < v->numel; ++i) wq_[i] *= f;
+  }
   return wq_.data();
 }
 
@@ -223,11 +257,14 @@ double TrainModel<Real>::forward(std::span<const int32_t> tokens, std::span<cons
       Real alpha = 0;
       if (opt_.weight_quant == WeightQuantMode::Absmean) {
         alpha = absmean_alpha(p(v), v->numel);
-      } else if (opt_.weight_quant == WeightQuantMode::Fixed) {
+      } else if (opt_.weight_quant == WeightQuantMode::Fixed ||
+                 opt_.weight_quant == WeightQuantMode::RptFixed) {
         auto it = model_->fixed_scale.find(v->name);
         TL_CHECK(it != model_->fixed_scale.end() && it->second > 0 && std::isfinite(it->second),
-                 "train forward: weight quantization 'fixed' needs a positive fixed scale for '{}'", v->name);
+                 "train forward: weight quantization needs a positive fixed scale for '{}'", v->name);
         alpha = Real(it->second);
+        if (opt_.weight_quant == WeightQuantMode::RptFixed)
+          rpt_factor_[size_t(l * 7 + w)] = nonzero_code_fraction(p(v), v->numel, alpha);
       }
       alpha_[size_t(l * 7 + w)] = alpha;
     }

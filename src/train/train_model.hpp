@@ -42,9 +42,17 @@ namespace tl::train {
 
 enum class WeightQuantMode {
   Absmean,  // alpha = max(mean|W|, 1e-5) recomputed from the latent weights at every forward (BitNet)
-  Fixed,    // alpha = Model::fixed_scale[linear name] (the seed's rpt-fixed; packed checkpoints); must be set
-  Off,      // plain linear (finite-difference checks)
+  Fixed,    // alpha = Model::fixed_scale[linear name] (packed checkpoints; one quantizer); must be set
+  // The RPT deploy script's STE exactly (rpt-spec §5.3): codes from the fixed scale s (captured before
+  // pruning), then transformers' WeightQuant quantizes s·code again with mean|s·code| = s·(1 − z), z the
+  // zero-code fraction: the forward sees code · s · (1 − z). Needs fixed_scale like Fixed.
+  RptFixed,
+  Off,  // plain linear (finite-difference checks)
 };
+
+// The effective scale of a linear under a mode: the alpha a CpuModel needs (as fixed_scale) to run the
+// same weights as this training forward. `w` (n) are the latent weights.
+float effective_weight_scale(WeightQuantMode mode, const float* w, size_t n, float fixed_scale);
 
 struct TrainOptions {
   WeightQuantMode weight_quant = WeightQuantMode::Absmean;
@@ -162,8 +170,9 @@ class TrainModel {
     std::vector<Real> dgate, dup;  // (N, F)
     std::vector<Real> dlogits;     // (rows, V), rows * V <= max(kLogitChunk, V)
   } scr_;
-  std::vector<Real> wq_;     // W_eff of one linear, sized for the largest
-  std::vector<Real> alpha_;  // (L, 7) weight scales of the last forward
+  std::vector<Real> wq_;          // W_eff of one linear, sized for the largest
+  std::vector<Real> alpha_;       // (L, 7) weight scales of the last forward (code scales)
+  std::vector<Real> rpt_factor_;  // (L, 7) RptFixed: 1 - zero-code fraction, applied after the codes
 
   std::vector<int32_t> tokens_, targets_;  // (N) of the last forward
   int64_t B_ = 0, T_ = 0, N_ = 0, count_ = 0;

@@ -15,6 +15,27 @@ namespace tl::train {
 
 namespace fs = std::filesystem;
 
+std::string weight_quant_name(WeightQuantMode m) {
+  switch (m) {
+    case WeightQuantMode::Absmean:
+      return "absmean";
+    case WeightQuantMode::Fixed:
+      return "fixed";
+    case WeightQuantMode::RptFixed:
+      return "rpt-fixed";
+    case WeightQuantMode::Off:
+      return "off";
+  }
+  return "?";
+}
+
+WeightQuantMode parse_weight_quant(const std::string& s) {
+  for (auto m :
+       {WeightQuantMode::Absmean, WeightQuantMode::Fixed, WeightQuantMode::RptFixed, WeightQuantMode::Off})
+    if (s == weight_quant_name(m)) return m;
+  fail("unknown weight quantizer '{}': expected absmean, fixed, rpt-fixed or off", s);
+}
+
 void validate(const TrainConfig& c) {
   TL_CHECK(c.steps >= 1, "--steps must be at least 1, found {}", c.steps);
   TL_CHECK(c.batch >= 1, "--batch must be at least 1, found {}", c.batch);
@@ -30,18 +51,6 @@ void validate(const TrainConfig& c) {
 }
 
 namespace {
-
-std::string quant_name(WeightQuantMode m) {
-  switch (m) {
-    case WeightQuantMode::Absmean:
-      return "absmean";
-    case WeightQuantMode::Fixed:
-      return "fixed";
-    case WeightQuantMode::Off:
-      return "off";
-  }
-  return "?";
-}
 
 // FNV-1a over the token bytes and the count: resuming on other data is an error.
 std::string fingerprint(std::span<const int32_t> tokens) {
@@ -78,7 +87,7 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"min_lr", c.min_lr},
           {"clip", c.clip},
           {"precision", c.precision == ParamPrecision::Bf16 ? "bf16" : "fp32"},
-          {"weight_quant", quant_name(c.quant.weight_quant)},
+          {"weight_quant", weight_quant_name(c.quant.weight_quant)},
           {"act_quant", c.quant.act_quant},
           {"seed", c.seed}};
 }
