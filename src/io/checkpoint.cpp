@@ -372,7 +372,7 @@ void save_checkpoint(const Model& m, const fs::path& dir, const SaveOptions& opt
   cfg.torch_dtype = opt.dtype == DType::BF16 ? "bfloat16" : "float32";
   const std::string config_json = hf_config_to_json(cfg);
 
-  if (!packed && !m.fixed_scale.empty())
+  if (!packed && !m.fixed_scale.empty() && !opt.scales_stored_elsewhere)
     log_warn(
         "save_checkpoint: {} linears have fixed scales, which the master layout cannot store; loading it "
         "recomputes absmean scales (save the packed layout to keep them)",

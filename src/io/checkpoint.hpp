@@ -32,6 +32,7 @@ struct SaveOptions {
   DType dtype = DType::BF16;     // BF16 or F32: float tensors and Packed weight_scale
   uint64_t max_shard_bytes = 0;  // 0: one model.safetensors; else shards of at most this size (a larger
                                  // tensor gets a shard of its own) and model.safetensors.index.json
+  bool scales_stored_elsewhere = false;  // Master: the caller keeps Model::fixed_scale itself (no warning)
 };
 
 // Writes config.json (quantization_config: autobitlinear, online for Master / offline for Packed; torch_dtype

@@ -213,7 +213,8 @@ void Trainer::save_state(const fs::path& dir) const {
   old += ".old";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_checkpoint(*model_, tmp, SaveOptions{CheckpointLayout::Master, DType::F32, 0});
+  save_checkpoint(*model_, tmp,
+                  SaveOptions{CheckpointLayout::Master, DType::F32, 0, true});  // scales: the run's
   const int64_t n = int64_t(model_->params.size());
   std::vector<TensorBlob> moments = {{{"adamw.m", DType::F32, {n}}, bytes_of(opt_.m())},
                                      {{"adamw.v", DType::F32, {n}}, bytes_of(opt_.v())}};
