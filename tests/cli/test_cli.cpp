@@ -220,3 +220,87 @@ TEST_F(Cli, CriticalitySmallRunWithControls) {
 }
 
 }  // namespace
+
+// ternlab pretrain -> finetune (with the 0% control) -> snap, end to end on the tiny model, and the
+// training commands' bad flags.
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+TEST_F(Cli, PretrainFinetuneSnapEndToEnd) {
+  const fs::path pt = dir_ / "pretrained", ft = dir_ / "finetuned", sn = dir_ / "snapped";
+  const std::string common = " --batch 2 --seq-len 32 --windows 2 --log-every 0 ";
+  auto r = run("-q pretrain " + (dir_ / "tiny").string() + " -o " + pt.string() + common +
+               "--steps 6 --warmup 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = last_json(r.out);
+  ASSERT_EQ(j["runs"].size(), 1u);
+  EXPECT_EQ(j["runs"][0]["steps"].size(), 6u);
+  EXPECT_LT(double(j["runs"][0]["ppl_after"]), double(j["baseline_ppl"]));
+  EXPECT_GT(double(j["unigram_ppl"]), 1.0);
+  for (const char* f :
+       {"config.json", "model.safetensors", "tokenizer.json", "ternlab_train.json", "train_log.csv",
+        "train_report.json", "train_report.md", "state-pretrain/trainer_state.json"})
+    EXPECT_TRUE(fs::exists(pt / f)) << f;
+  const std::string log = slurp(pt / "train_log.csv");
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 7);  // header + 6 steps
+
+  r = run("-q finetune " + pt.string() + " -o " + ft.string() + common +
+          "--steps 2 --levels 5,10 --control --quant rpt-fixed --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = last_json(r.out);
+  ASSERT_EQ(j["runs"].size(), 2u);
+  ASSERT_EQ(j["control"].size(), 2u);
+  EXPECT_NEAR(double(j["runs"][0]["latent_sparsity"]), 0.05, 0.01);
+  EXPECT_GT(double(j["runs"][1]["latent_sparsity"]), 0.13);  // 10% of what 5% left, on top
+  EXPECT_EQ(double(j["control"][1]["latent_sparsity"]), 0.0);
+  EXPECT_TRUE(fs::exists(ft / "pruned" / "masks.safetensors"));
+  EXPECT_TRUE(fs::exists(ft / "control" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(ft / "finetune_report.md"));
+  EXPECT_THAT(slurp(ft / "pruned" / "ternlab_train.json"), HasSubstr("rpt-fixed"));
+
+  r = run("-q snap " + (ft / "pruned").string() + " -o " + sn.string() + " --windows 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  j = last_json(r.out);
+  EXPECT_EQ(j["mode"], "rpt-fixed");
+  EXPECT_EQ(j["pct_ternary"], 100.0);
+  EXPECT_GT(double(j["code_sparsity"]), 0.1);
+  for (const auto& e : j["exports"]) {
+    EXPECT_EQ(e["code_mismatches"], 0) << e["layout"];
+    EXPECT_LT(double(e["max_scale_rel_error"]), 0.004) << e["layout"];  // bf16 scale rounding
+    EXPECT_NEAR(double(e["ppl"]), double(j["ppl"]), 0.01 * double(j["ppl"])) << e["layout"];
+  }
+  // The snapped model is the model the fine-tune's last run evaluated (its PPL after).
+  EXPECT_NEAR(double(j["ppl"]), double(last_json(slurp(ft / "finetune_report.json"))["runs"][1]["ppl_after"]),
+              1e-9);
+  r = run("-q ppl " + (sn / "packed").string() + " --split validation --windows 2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+}
+
+TEST_F(Cli, TrainingBadFlagsFailBeforeTheCheckpoint) {
+  const std::string missing = (dir_ / "no-such-checkpoint").string();
+  for (const auto& [cmd, message] : std::vector<std::pair<std::string, std::string>>{
+           {"pretrain --lr=-1", "--lr"},
+           {"pretrain --steps 0", "--steps"},
+           {"pretrain --batch 0", "--batch"},
+           {"pretrain --batch 4 --grad-accum 3", "--grad-accum"},
+           {"pretrain --seq-len 1", "--seq-len"},
+           {"pretrain --quant foo", "unknown weight quantizer 'foo'"},
+           {"pretrain --precision fp16", "--precision"},
+           {"pretrain --warmup 400", "--warmup"},
+           {"finetune --levels 100", "[0, 100)"},
+           {"finetune --levels 5,x", "'x' is not a number"},
+           {"finetune --method nope", "nope"},
+           {"snap --quant bogus", "unknown weight quantizer 'bogus'"}}) {
+    const auto r = run(cmd + " " + missing + " -o " + (dir_ / "never").string());
+    EXPECT_NE(r.code, 0) << cmd;
+    EXPECT_THAT(r.out, HasSubstr(message)) << cmd;
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("no-such-checkpoint"))) << cmd << ": read the checkpoint";
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "never"));
+}
+
+}  // namespace
