@@ -40,7 +40,7 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--seq-len", t.seq_len, "tokens per chunk")->capture_default_str();
   cmd->add_option("--lr", t.adamw.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")->capture_default_str();
-  cmd->add_option("--warmup", t.warmup, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--warmup", t.warmup, "linear warm-up steps (pretrain default: a tenth of --steps)");
   cmd->add_option("--weight-decay", t.adamw.weight_decay, "AdamW decoupled weight decay")
       ->capture_default_str();
   cmd->add_option("--beta1", t.adamw.beta1, "AdamW beta1")->capture_default_str();
@@ -81,6 +81,7 @@ void prepare(TrainArgs& a) {
            a.precision);
   t.precision = a.precision == "bf16" ? ParamPrecision::Bf16 : ParamPrecision::Fp32;
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
+  if (t.warmup == -1) t.warmup = t.steps / 10;
   validate(t);  // impossible hyper-parameters fail before anything is read
   validate(a.opt.ppl);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
@@ -126,7 +127,7 @@ const Registrar reg_pretrain("pretrain", 60, [](CLI::App& app) {
   a->opt.train.steps = 300;
   a->opt.train.batch = 16;
   a->opt.train.adamw.lr = 1e-3;
-  a->opt.train.warmup = 30;
+  a->opt.train.warmup = -1;  // auto: a tenth of the steps
   auto* cmd =
       app.add_subcommand("pretrain", "train a BitNet from its (random) initial checkpoint on a corpus");
   add_train_flags(cmd, *a);
