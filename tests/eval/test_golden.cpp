@@ -160,6 +160,7 @@ TEST_P(Golden, MatchesTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Golden,
-                         ::testing::Values("tiny-master", "tiny-packed", "wide-master", "wide-packed"));
+                         ::testing::Values("tiny-master", "tiny-packed", "wide-master", "wide-packed",
+                                           "snap-packed", "snap-master"));
 
 }  // namespace
