@@ -37,7 +37,8 @@ struct PruneRun {
 };
 
 // Loads, prunes, saves the checkpoint (save_checkpoint; tokenizer.json and tokenizer_config.json copied),
-// the masks, OUT_DIR/prune_report.json and OUT_DIR/prune_report.md. The output directory must differ from the input.
+// the masks, OUT_DIR/prune_report.json and OUT_DIR/prune_report.md. The output directory must differ from the
+// input.
 PruneRun run_prune(const PruneRunOptions& opt);
 
 }  // namespace tl
