@@ -105,7 +105,7 @@ Trainer::Trainer(Model& model, const TrainConfig& cfg, std::span<const int32_t> 
       cfg_(cfg),
       tokens_(tokens),
       masks_(std::move(masks)),
-      net_((validate(cfg), model), cfg.quant),
+      net_((validate(cfg), model), cfg.quant),  // the config is checked before anything is built
       opt_(model.params.size(), cfg.adamw, cfg.precision),
       rng_(cfg.seed) {
   n_chunks_ = int64_t(tokens.size()) / cfg.seq_len;

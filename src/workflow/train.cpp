@@ -68,7 +68,11 @@ PplData validation_data(const TrainRunOptions& opt, const Model& m) {
 // The training log, one CSV row per step, flushed as it goes (an interrupted run keeps its log).
 class CsvLog {
  public:
-  CsvLog(const fs::path& path, bool append) : f_(path, append ? std::ios::app : std::ios::trunc) {
+  // Resuming appends to the log of the interrupted run (a missing log starts afresh).
+  CsvLog(const fs::path& path, bool resume) {
+    std::error_code ec;
+    const bool append = resume && fs::exists(path, ec);
+    f_.open(path, append ? std::ios::app : std::ios::trunc);
     TL_CHECK(bool(f_), "train: cannot write {}", path.string());
     if (!append) f_ << "run,step,loss,lr,grad_norm,tokens,seconds\n";
   }
