@@ -6,7 +6,6 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
-#include <sstream>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -41,21 +40,9 @@ std::string prune_mode_name(PruneMode m) {
   return "?";
 }
 
-namespace {
-
-std::vector<std::string> split_csv(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
-
-}  // namespace
-
 std::vector<PruneMode> parse_prune_modes(const std::string& csv) {
   std::vector<PruneMode> out;
-  for (const auto& item : split_csv(csv)) {
+  for (const auto& item : split_list(csv)) {
     const PruneMode m = parse_prune_mode(item);
     TL_CHECK(std::find(out.begin(), out.end(), m) == out.end(), "actprune: --modes lists '{}' twice", item);
     out.push_back(m);
@@ -65,12 +52,7 @@ std::vector<PruneMode> parse_prune_modes(const std::string& csv) {
 }
 
 std::vector<double> parse_prune_levels(const std::string& csv) {
-  std::vector<double> out;
-  for (const auto& item : split_csv(csv)) {
-    const auto v = parse_double(item);
-    TL_CHECK(v.has_value(), "actprune: --levels: '{}' is not a number", item);
-    out.push_back(*v);
-  }
+  const std::vector<double> out = parse_number_list(csv, "actprune: --levels");
   TL_CHECK(!out.empty(), "actprune: --levels is empty");
   for (size_t i = 0; i < out.size(); ++i) {
     TL_CHECK(out[i] >= 0 && out[i] < 100, "actprune: every level must be in [0, 100), found {}", out[i]);

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "analysis/criticality.hpp"
 #include "cli/cli.hpp"
@@ -31,24 +30,10 @@ struct CritArgs {
   bool json = false, exclude_bos = false;
 };
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 // A comma-separated list of numbers; "none" (when allowed) is the empty list.
-std::vector<double> parse_number_list(const std::string& s, const char* flag, bool allow_none) {
+std::vector<double> number_list_flag(const std::string& s, const char* flag, bool allow_none) {
   if (allow_none && s == "none") return {};
-  std::vector<double> out;
-  for (const auto& item : split_list(s)) {
-    const auto v = parse_double(item);
-    TL_CHECK(v.has_value(), "{}: '{}' is not a number", flag, item);
-    out.push_back(*v);
-  }
+  const std::vector<double> out = parse_number_list(s, flag);
   TL_CHECK(!out.empty(), "{}: no value given", flag);
   return out;
 }
@@ -59,8 +44,8 @@ void run_criticality_cmd(CritArgs& a) {
   TL_CHECK(a.max_tokens >= 1, "--max-tokens must be at least 1, found {}", a.max_tokens);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   CriticalityOptions opt;
-  opt.eps = parse_number_list(a.eps, "--eps", false);
-  opt.ftle_eps = parse_number_list(a.ftle_eps, "--ftle-eps", true);
+  opt.eps = number_list_flag(a.eps, "--eps", false);
+  opt.ftle_eps = number_list_flag(a.ftle_eps, "--ftle-eps", true);
   opt.seeds = a.seeds;
   opt.seed = a.seed;
   opt.exclude_bos = a.exclude_bos;

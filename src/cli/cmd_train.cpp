@@ -3,7 +3,6 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/cli.hpp"
 #include "core/error.hpp"
@@ -109,15 +108,8 @@ void print(const TrainRunResult& r, bool json) {
 }
 
 std::vector<double> parse_levels(const std::string& s) {
-  std::vector<double> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto v = parse_double(item);
-    TL_CHECK(v.has_value(), "--levels: '{}' is not a number", item);
-    TL_CHECK(*v >= 0 && *v < 100, "--levels: every level must be in [0, 100), found {}", *v);
-    out.push_back(*v);
-  }
+  const std::vector<double> out = parse_number_list(s, "--levels");
+  for (double v : out) TL_CHECK(v >= 0 && v < 100, "--levels: every level must be in [0, 100), found {}", v);
   TL_CHECK(!out.empty(), "--levels is empty");
   return out;
 }

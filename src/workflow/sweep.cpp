@@ -26,19 +26,11 @@ bool is_magnitude(PruneMethod m) {
   return m == PruneMethod::Seed || m == PruneMethod::Global || m == PruneMethod::PerTensor;
 }
 
-std::vector<std::string> split_list(std::string_view s, std::string_view what) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (true) {
-    const size_t j = s.find(',', i);
-    std::string item(s.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    TL_CHECK(!item.empty(), "sweep: empty entry in the {} list '{}'", what, s);
-    out.push_back(item);
-    if (j == std::string_view::npos) break;
-    i = j + 1;
-  }
+// The items of a list flag; an empty list or an empty item is an error.
+std::vector<std::string> nonempty_items(std::string_view s, std::string_view what) {
+  std::vector<std::string> out = split_list(s);
+  TL_CHECK(!out.empty(), "sweep: empty entry in the {} list '{}'", what, s);
+  for (const auto& item : out) TL_CHECK(!item.empty(), "sweep: empty entry in the {} list '{}'", what, s);
   return out;
 }
 
@@ -56,7 +48,7 @@ std::string pct(double v) {
 
 std::vector<double> parse_sweep_levels(std::string_view s) {
   std::vector<double> levels;
-  for (const auto& item : split_list(s, "level")) {
+  for (const auto& item : nonempty_items(s, "level")) {
     const auto parsed = parse_double(item);
     TL_CHECK(parsed.has_value(), "sweep: level '{}' is not a number", item);
     const double v = *parsed;
@@ -70,7 +62,7 @@ std::vector<double> parse_sweep_levels(std::string_view s) {
 
 std::vector<PruneMethod> parse_sweep_methods(std::string_view s) {
   std::vector<PruneMethod> methods;
-  for (const auto& item : split_list(s, "method")) {
+  for (const auto& item : nonempty_items(s, "method")) {
     const PruneMethod m = parse_prune_method(item);
     TL_CHECK(m != PruneMethod::NM, "sweep: method nm has no sparsity level to sweep (use ternlab prune)");
     TL_CHECK(std::find(methods.begin(), methods.end(), m) == methods.end(), "sweep: method {} is given twice",

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/half.hpp"
+#include "core/parse.hpp"
 #include "core/rng.hpp"
 
 using namespace tl;
@@ -100,4 +101,21 @@ TEST(Files, AtomicWriteLeavesNoPartialFile) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("nope"));
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(Parse, ListFlags) {
+  EXPECT_EQ(tl::split_list("10, 20 ,30"), (std::vector<std::string>{"10", "20", "30"}));
+  EXPECT_EQ(tl::split_list("a,,b"), (std::vector<std::string>{"a", "", "b"}));
+  EXPECT_TRUE(tl::split_list("").empty());
+  EXPECT_EQ(tl::parse_number_list("1e-3, 0.5", "--eps"), (std::vector<double>{1e-3, 0.5}));
+  EXPECT_TRUE(tl::parse_number_list("", "--eps").empty());
+  for (const char* bad : {"1,,2", "1,x", "nan", "1e-3x"}) {
+    try {
+      tl::parse_number_list(bad, "--eps");
+      ADD_FAILURE() << bad;
+    } catch (const tl::Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("--eps: '")) << bad;
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("is not a number")) << bad;
+    }
+  }
 }
