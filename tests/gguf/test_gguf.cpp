@@ -11,23 +11,16 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <random>
+
+#include "../common/test_util.hpp"
+#include "core/rng.hpp"
 
 namespace tl {
 namespace {
 
 using ::testing::HasSubstr;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected tl::Error";
-  return {};
-}
+using test::error_of;
 
 class TempDir {
  public:
@@ -291,12 +284,12 @@ TEST(Gguf, EveryTruncationIsACleanError) {
 
 TEST(Gguf, RandomCorruptionNeverCrashes) {
   const auto img = small_file();
-  std::mt19937_64 rng(42);
+  Rng rng(42);
   int ok = 0;
   for (int it = 0; it < 3000; ++it) {
     auto m = img;
-    const int flips = 1 + int(rng() % 4);
-    for (int k = 0; k < flips; ++k) m[rng() % m.size()] = uint8_t(rng());
+    const int flips = 1 + int(rng.below(4));
+    for (int k = 0; k < flips; ++k) m[rng.below(m.size())] = uint8_t(rng.next_u64());
     try {
       const auto h = parse_gguf(m, "x");
       for (const auto& t : h.tensors) ASSERT_LE(h.data_start + t.offset + t.nbytes, m.size());
