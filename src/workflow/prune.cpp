@@ -9,6 +9,7 @@
 #include "core/file.hpp"
 #include "core/log.hpp"
 #include "io/safetensors.hpp"
+#include "workflow/init.hpp"
 
 namespace tl {
 
@@ -75,8 +76,7 @@ PruneRun run_prune(const PruneRunOptions& opt) {
   fs::create_directories(opt.out_dir, ec);
   TL_CHECK(!ec, "prune: cannot create {}: {}", opt.out_dir.string(), ec.message());
   save_checkpoint(m, opt.out_dir, so);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    if (fs::exists(opt.checkpoint / f, ec)) write_file_atomic(opt.out_dir / f, read_file(opt.checkpoint / f));
+  copy_tokenizer_files(opt.checkpoint, opt.out_dir);
 
   run.mask_file = opt.mask_out.empty() ? opt.out_dir / "masks.safetensors" : opt.mask_out;
   write_prune_masks(run.mask_file, res.masks, res.report);

@@ -9,6 +9,7 @@
 #include "core/log.hpp"
 #include "io/checkpoint.hpp"
 #include "model/quant.hpp"
+#include "workflow/init.hpp"
 #include "workflow/perplexity.hpp"
 #include "workflow/prune.hpp"
 
@@ -53,12 +54,6 @@ std::optional<double> ppl_of(const Model& m, const SnapRunOptions& opt) {
   return evaluate_perplexity(m, data).ppl;
 }
 
-void copy_tokenizer(const fs::path& from, const fs::path& to) {
-  std::error_code ec;
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    if (fs::exists(from / f, ec)) write_file_atomic(to / f, read_file(from / f));
-}
-
 }  // namespace
 
 SnapRun run_snap(const SnapRunOptions& opt) {
@@ -100,17 +95,19 @@ SnapRun run_snap(const SnapRunOptions& opt) {
   train::verify_ternary(m, masks);  // 100% of the linears in {-s, 0, +s} with the stated s
   r.ppl = ppl_of(m, opt);
 
-  // Packed: codes + weight_scale = s.
   fs::create_directories(opt.out_dir);
-  r.packed.layout = "packed";
-  r.packed.dir = (opt.out_dir / "packed").string();
-  save_checkpoint(m, r.packed.dir, SaveOptions{CheckpointLayout::Packed, opt.dtype, 0});
-  copy_tokenizer(opt.checkpoint, r.packed.dir);
-  {
-    const Model back = load_checkpoint(r.packed.dir);
-    check_reload(m, back, r.packed);
-    r.packed.ppl = ppl_of(back, opt);
-  }
+  // Saves `stored` as a checkpoint in the layout, reloads it and compares it with the snapped model.
+  auto export_layout = [&](const Model& stored, CheckpointLayout layout, SnapExport& e) {
+    e.layout = layout == CheckpointLayout::Packed ? "packed" : "master";
+    e.dir = (opt.out_dir / e.layout).string();
+    save_checkpoint(stored, e.dir, SaveOptions{layout, opt.dtype, 0});
+    copy_tokenizer_files(opt.checkpoint, e.dir);
+    const Model back = load_checkpoint(e.dir);
+    check_reload(m, back, e);
+    e.ppl = ppl_of(back, opt);
+  };
+  // Packed: codes + weight_scale = s.
+  export_layout(m, CheckpointLayout::Packed, r.packed);
   // Master: online absmean re-quantizes what is stored, so store code · s / (1 - z): its absmean is s and
   // its codes are the snapped codes (exact ternary values, one per tensor, no fixed scale needed).
   Model master = m;
@@ -124,15 +121,7 @@ SnapRun run_snap(const SnapRunOptions& opt) {
     for (size_t i = 0; i < v.numel; ++i) w[i] = float(code_of(w[i])) * stored;
   }
   master.fixed_scale.clear();
-  r.master.layout = "master";
-  r.master.dir = (opt.out_dir / "master").string();
-  save_checkpoint(master, r.master.dir, SaveOptions{CheckpointLayout::Master, opt.dtype, 0});
-  copy_tokenizer(opt.checkpoint, r.master.dir);
-  {
-    const Model back = load_checkpoint(r.master.dir);
-    check_reload(m, back, r.master);
-    r.master.ppl = ppl_of(back, opt);
-  }
+  export_layout(master, CheckpointLayout::Master, r.master);
   TL_CHECK(r.packed.code_mismatches == 0 && r.master.code_mismatches == 0,
            "snap: reloaded codes differ from the snapped model (packed {}, master {})",
            r.packed.code_mismatches, r.master.code_mismatches);
