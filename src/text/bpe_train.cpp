@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "text/tokenizer.hpp"
+#include "text/tokenizer_json.hpp"
 #include "text/unicode.hpp"
 
 namespace tl {
@@ -63,26 +64,9 @@ json make_doc(const std::vector<std::string>& tokens, const std::vector<std::pai
     jm.push_back(bytes_to_unicode(tokens[size_t(a)]) + " " + bytes_to_unicode(tokens[size_t(b)]));
   json added = json::array();
   for (size_t k = 0; k < specials.size(); ++k)
-    added.push_back({{"id", tokens.size() + k},
-                     {"content", specials[k]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  json post = nullptr;
-  if (!specials.empty()) {  // LLaMA 3's template: BOS before each sequence
-    const std::string& bos = specials[0];
-    const json bos0 = {{"SpecialToken", {{"id", bos}, {"type_id", 0}}}};
-    post = {{"type", "TemplateProcessing"},
-            {"single", {bos0, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-            {"pair",
-             {bos0,
-              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-              {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
-              {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-            {"special_tokens", {{bos, {{"id", bos}, {"ids", {tokens.size()}}, {"tokens", {bos}}}}}}};
-  }
+    added.push_back(added_token_json(int64_t(tokens.size() + k), specials[k]));
+  // LLaMA 3's template: BOS before each sequence
+  const json post = specials.empty() ? json(nullptr) : bos_template_json(specials[0], int64_t(tokens.size()));
   return {{"version", "1.0"},
           {"truncation", nullptr},
           {"padding", nullptr},
@@ -93,17 +77,7 @@ json make_doc(const std::vector<std::string>& tokens, const std::vector<std::pai
           {"decoder", llama3_sections().at("decoder")},
           // ignore_merges stays false (LLaMA 3 sets it): then encoding applies the merges exactly as
           // training did, even to a word that is itself a token but was segmented differently.
-          {"model",
-           {{"type", "BPE"},
-            {"dropout", nullptr},
-            {"unk_token", nullptr},
-            {"continuing_subword_prefix", nullptr},
-            {"end_of_word_suffix", nullptr},
-            {"fuse_unk", false},
-            {"byte_fallback", false},
-            {"ignore_merges", false},
-            {"vocab", vocab},
-            {"merges", jm}}}};
+          {"model", bpe_model_json(vocab, jm, false)}};
 }
 
 std::vector<std::string> byte_tokens() {

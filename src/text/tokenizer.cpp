@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 #include "core/file.hpp"
+#include "text/tokenizer_json.hpp"
 #include "text/unicode.hpp"
 
 namespace tl {
@@ -829,25 +830,47 @@ Tokenizer Tokenizer::from_file(const fs::path& path) {
   return from_json(read_file(path), path.string());
 }
 
+json added_token_json(int64_t id, const std::string& content) {
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", true}};
+}
+
+json bos_template_json(const std::string& bos, int64_t bos_id) {
+  const json bos0 = {{"SpecialToken", {{"id", bos}, {"type_id", 0}}}};
+  return {{"type", "TemplateProcessing"},
+          {"single", {bos0, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+          {"pair",
+           {bos0,
+            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+            {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
+            {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+          {"special_tokens", {{bos, {{"id", bos}, {"ids", {bos_id}}, {"tokens", {bos}}}}}}};
+}
+
+json bpe_model_json(json vocab, json merges, bool ignore_merges) {
+  return {{"type", "BPE"},
+          {"dropout", nullptr},
+          {"unk_token", nullptr},
+          {"continuing_subword_prefix", nullptr},
+          {"end_of_word_suffix", nullptr},
+          {"fuse_unk", false},
+          {"byte_fallback", false},
+          {"ignore_merges", ignore_merges},
+          {"vocab", std::move(vocab)},
+          {"merges", std::move(merges)}};
+}
+
 Tokenizer Tokenizer::byte_level(int32_t vocab_size) {
   TL_CHECK(vocab_size >= 258, "Tokenizer::byte_level: vocab_size {} is below 258 (256 bytes + BOS + EOS)",
            vocab_size);
   json vocab = json::object();
   for (int b = 0; b < 256; ++b) vocab[bytes_to_unicode(std::string(1, char(b)))] = b;
   json added = json::array();
-  for (int32_t id = 256; id < vocab_size; ++id) {
-    const std::string content = id == 256   ? "<|begin_of_text|>"
-                                : id == 257 ? "<|end_of_text|>"
-                                            : fmt::format("<|reserved_special_token_{}|>", id - 258);
-    added.push_back({{"id", id},
-                     {"content", content},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  }
-  const json bos = {{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}};
+  for (int32_t id = 256; id < vocab_size; ++id)
+    added.push_back(added_token_json(id, id == 256 ? "<|begin_of_text|>"
+                                         : id == 257
+                                             ? "<|end_of_text|>"
+                                             : fmt::format("<|reserved_special_token_{}|>", id - 258)));
   const json doc = {
       {"version", "1.0"},
       {"truncation", nullptr},
@@ -865,30 +888,10 @@ Tokenizer Tokenizer::byte_level(int32_t vocab_size) {
            {"add_prefix_space", false},
            {"trim_offsets", true},
            {"use_regex", false}}}}}},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"pair",
-         {bos,
-          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-          {{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 1}}}},
-          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-        {"special_tokens",
-         {{"<|begin_of_text|>",
-           {{"id", "<|begin_of_text|>"}, {"ids", {256}}, {"tokens", {"<|begin_of_text|>"}}}}}}}},
+      {"post_processor", bos_template_json("<|begin_of_text|>", 256)},
       {"decoder",
        {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", true},
-        {"vocab", vocab},
-        {"merges", json::array()}}}};
+      {"model", bpe_model_json(vocab, json::array(), true)}};
   return from_json(doc.dump(), "Tokenizer::byte_level");
 }
 
