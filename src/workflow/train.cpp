@@ -293,6 +293,10 @@ TrainRunResult start(const TrainRunOptions& opt, const std::string& command, Mod
   log_info("{}: {} training tokens ({} chunks of {}), validation {} windows; unigram PPL {:.2f}", command,
            tokens.size(), tokens.size() / size_t(opt.train.seq_len), opt.train.seq_len, val.windows.size(),
            r.unigram_ppl);
+  const WeightQuantMode mode = opt.train.quant.weight_quant;
+  capture_fixed_scales(m, mode);
+  r.baseline_ppl = evaluate_trained(m, mode, val).ppl;
+  log_info("{}: baseline PPL {:.4f}", command, r.baseline_ppl);
   return r;
 }
 
@@ -306,8 +310,6 @@ TrainRunResult run_pretrain(const TrainRunOptions& opt) {
   TrainRunResult r = start(opt, "pretrain", m, tokens, val);
   CsvLog csv(opt.out_dir / "train_log.csv", opt.resume);
   const WeightQuantMode mode = opt.train.quant.weight_quant;
-  capture_fixed_scales(m, mode);
-  r.baseline_ppl = evaluate_trained(m, mode, val).ppl;
   TrainRunRecord rec = train_run(m, opt, tokens, {}, val, "pretrain", csv);
   rec.ppl_before = r.baseline_ppl;
   rec.ppl_after = evaluate_trained(m, mode, val).ppl;
@@ -338,9 +340,6 @@ TrainRunResult run_finetune(const FinetuneOptions& fo) {
   TrainRunResult r = start(opt, "finetune", start_model, tokens, val);
   CsvLog csv(opt.out_dir / "train_log.csv", opt.resume);
   const WeightQuantMode mode = opt.train.quant.weight_quant;
-  capture_fixed_scales(start_model, mode);
-  r.baseline_ppl = evaluate_trained(start_model, mode, val).ppl;
-  log_info("finetune: baseline PPL {:.4f}", r.baseline_ppl);
 
   auto run_levels = [&](bool control, std::vector<TrainRunRecord>& out) {
     Model m = start_model;
