@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-dev libomp-dev clang-format  # fuzzers (libFuzzer), sanitizer builds, formatting
-  libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
+  libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
   libopenblas-openmp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
