@@ -62,7 +62,8 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
   auto* cmd = app.add_subcommand("ppl",
                                  "perplexity under a named protocol: seed (the RPT study's), llama "
                                  "(llama-perplexity's) or window");
-  cmd->add_option("checkpoint", a->opt.checkpoint, "checkpoint directory")->required();
+  cmd->add_option("checkpoint", a->opt.checkpoint, "checkpoint directory or GGUF file")->required();
+  cmd->add_option("--hidden-act", a->opt.hidden_act, "GGUF: relu2 | silu, for files that do not say");
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
   cmd->add_option("--corpus", a->opt.corpus, "brown | wikitext | text | jsonl | tokens")
       ->capture_default_str();
@@ -71,7 +72,8 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
                   "token file for --corpus tokens");
   cmd->add_option("--split", a->opt.split, "train | validation | test | all (Brown / WikiText directory)")
       ->capture_default_str();
-  cmd->add_option("--tokenizer", a->opt.tokenizer, "tokenizer.json (default: the checkpoint's)");
+  cmd->add_option("--tokenizer", a->opt.tokenizer,
+                  "tokenizer.json (default: the checkpoint's or the GGUF's own)");
   cmd->add_option("--ctx", a->opt.ppl.ctx, "window length (default: seed 128, llama 512, window 512)");
   cmd->add_option("--windows", a->opt.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");

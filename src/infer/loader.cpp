@@ -3,9 +3,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 
 #include "core/error.hpp"
 #include "core/file.hpp"
+#include "deploy/import.hpp"
+#include "infer/engine.hpp"
 #include "infer/reference_model.hpp"
 #include "io/checkpoint.hpp"
 
@@ -37,13 +41,55 @@ std::string chat_template_of(const fs::path& dir) {
   return {};
 }
 
+// The engine (default) or the reference over a Model; the engine keeps no reference to the Model.
+std::unique_ptr<LanguageModel> make_backend(Model model, const LoadOptions& options) {
+  if (options.backend == "reference") {
+    TL_CHECK(options.head == "auto", "--head applies to the engine backend only");
+    return std::make_unique<ReferenceModel>(std::move(model));
+  }
+  EngineOptions eo;
+  eo.head = options.head;
+  return std::make_unique<Engine>(engine_source(model), eo);
+}
+
 }  // namespace
+
+bool is_gguf_file(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  f.read(magic, 4);
+  return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+}
 
 LoadedModel load_language_model(const fs::path& path, const LoadOptions& options) {
   TL_CHECK(options.backend == "auto" || options.backend == "engine" || options.backend == "reference",
            "unknown backend '{}': expected auto, engine or reference", options.backend);
   std::error_code ec;
-  TL_CHECK(fs::is_directory(path, ec), "{}: not a checkpoint directory", path.string());
+  if (is_gguf_file(path)) {
+    ImportOptions io;
+    io.hidden_act = options.hidden_act;
+    GgufModelReader reader(path, io);
+    Tokenizer tok = options.tokenizer.empty() ? reader.tokenizer() : Tokenizer::from_file(options.tokenizer);
+    const BitNetConfig cfg = reader.config();
+    TL_CHECK(int64_t(tok.vocab_size()) <= cfg.vocab_size,
+             "{}: the tokenizer has {} tokens, more than the model's vocab_size {}", path.string(),
+             tok.vocab_size(), cfg.vocab_size);
+    std::unique_ptr<LanguageModel> lm;
+    if (options.backend == "reference") {
+      TL_CHECK(options.head == "auto", "--head applies to the engine backend only");
+      lm = std::make_unique<ReferenceModel>(reader.to_model());
+    } else {
+      EngineOptions eo;
+      eo.head = options.head;
+      lm = std::make_unique<Engine>(engine_source(reader), eo);
+    }
+    return LoadedModel{std::move(lm), tok, reader.chat_template(), stop_ids_of(tok, cfg),
+                       path.filename().string()};
+  }
+  TL_CHECK(options.hidden_act.empty(), "--hidden-act applies to GGUF files only");
+  TL_CHECK(fs::is_directory(path, ec), "{}: neither a checkpoint directory nor a GGUF file", path.string());
   const fs::path tok_path = options.tokenizer.empty() ? path / "tokenizer.json" : options.tokenizer;
   TL_CHECK(fs::exists(tok_path, ec), "{}: no tokenizer.json (pass --tokenizer)", path.string());
   Tokenizer tok = Tokenizer::from_file(tok_path);
@@ -52,8 +98,8 @@ LoadedModel load_language_model(const fs::path& path, const LoadOptions& options
   TL_CHECK(int64_t(tok.vocab_size()) <= cfg.vocab_size,
            "{}: the tokenizer has {} tokens, more than the model's vocab_size {}", path.string(),
            tok.vocab_size(), cfg.vocab_size);
-  LoadedModel out{std::make_unique<ReferenceModel>(std::move(model)), tok, chat_template_of(path),
-                  stop_ids_of(tok, cfg), path.filename().string()};
+  LoadedModel out{make_backend(std::move(model), options), tok, chat_template_of(path), stop_ids_of(tok, cfg),
+                  path.filename().string()};
   if (out.name.empty()) out.name = path.parent_path().filename().string();
   return out;
 }

@@ -16,7 +16,7 @@ struct LoadOptions {
   std::string backend = "auto";     // "engine" (fast kernels), "reference" (fp32 CpuModel) or "auto"
   std::filesystem::path tokenizer;  // a tokenizer.json overriding the model's own
   std::string hidden_act;           // overrides a GGUF's activation ("relu2" / "silu"); empty: none
-  bool int8_head = false;           // engine: LM head as int8 rows with per-row scales (less bandwidth)
+  std::string head = "auto";        // engine LM head: auto (as stored), f32, f16 or i8 (see infer/engine.hpp)
 };
 
 struct LoadedModel {
@@ -30,5 +30,8 @@ struct LoadedModel {
 // Errors: a path that is neither a checkpoint directory nor a GGUF file, a model without a tokenizer (and
 // no override), anything the checkpoint or GGUF loaders refuse, an unknown backend.
 LoadedModel load_language_model(const std::filesystem::path& path, const LoadOptions& options = {});
+
+// True when path is a regular file starting with the GGUF magic.
+bool is_gguf_file(const std::filesystem::path& path);
 
 }  // namespace tl

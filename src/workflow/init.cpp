@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
+#include "deploy/chat_template_default.hpp"
 #include "model/model.hpp"
 #include "text/tokenizer.hpp"
 
@@ -107,7 +108,8 @@ InitResult init_checkpoint(const fs::path& dir, const InitOptions& opt) {
                        {"bos_token", std::string(tok.token_bytes(int32_t(c.bos_token_id)))},
                        {"eos_token", std::string(tok.token_bytes(int32_t(c.eos_token_id)))},
                        {"model_max_length", c.max_position_embeddings},
-                       {"clean_up_tokenization_spaces", false}};
+                       {"clean_up_tokenization_spaces", false},
+                       {"chat_template", std::string(kBitNetChatTemplate)}};
   write_file_atomic(dir / "tokenizer_config.json", tc.dump(2) + "\n");
   res.config = c;
   res.params = m.num_params();

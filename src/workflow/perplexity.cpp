@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "cpu/forward.hpp"
 #include "cpu/threads.hpp"
+#include "deploy/import.hpp"
 #include "io/checkpoint.hpp"
 #include "text/corpus.hpp"
 #include "text/token_file.hpp"
@@ -15,7 +16,7 @@ namespace tl {
 
 namespace fs = std::filesystem;
 
-PplData prepare_perplexity(const PplRunOptions& opt, const Model& model) {
+PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const Tokenizer* tokenizer) {
   PplData data;
   PplRun& run = data.run;
   run.checkpoint = opt.checkpoint.string();
@@ -42,8 +43,10 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model) {
     run.input = opt.input.string();
     run.preparation = tf.meta.protocol.empty() ? "token file" : "token file (" + tf.meta.protocol + ")";
   } else {
-    const fs::path tok_path = opt.tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : opt.tokenizer;
-    const Tokenizer tok = Tokenizer::from_file(tok_path);
+    const fs::path tok_path = !opt.tokenizer.empty() ? opt.tokenizer
+                              : tokenizer            ? opt.checkpoint
+                                                     : opt.checkpoint / "tokenizer.json";
+    const Tokenizer tok = tokenizer && opt.tokenizer.empty() ? *tokenizer : Tokenizer::from_file(tok_path);
     TL_CHECK(tok.vocab_size() <= size_t(V), "ppl: tokenizer {} has {} tokens, the model only {}",
              tok_path.string(), tok.vocab_size(), V);
     if (tok.bos_id() >= 0) bos = tok.bos_id();
@@ -104,6 +107,17 @@ PplResult evaluate_perplexity(const Model& model, const PplData& data) {
 }
 
 PplRun run_perplexity(const PplRunOptions& opt) {
+  std::error_code ec;
+  if (fs::is_regular_file(opt.checkpoint, ec)) {  // a GGUF file: its own tokenizer, scored on the reference
+    ImportOptions io;
+    io.hidden_act = opt.hidden_act;
+    GgufModel g = import_gguf(opt.checkpoint, io);
+    log_info("ppl: {}", g.format.describe());
+    PplData data = prepare_perplexity(opt, g.model, &g.tokenizer);
+    data.run.result = evaluate_perplexity(g.model, data);
+    return std::move(data.run);
+  }
+  TL_CHECK(opt.hidden_act.empty(), "ppl: --hidden-act applies to GGUF files only");
   const Model model = load_checkpoint(opt.checkpoint);
   PplData data = prepare_perplexity(opt, model);
   data.run.result = evaluate_perplexity(model, data);

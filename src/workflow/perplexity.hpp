@@ -10,10 +10,11 @@
 namespace tl {
 
 struct PplRunOptions {
-  std::filesystem::path checkpoint;
-  std::filesystem::path tokenizer;  // default: <checkpoint>/tokenizer.json
-  std::string corpus = "brown";     // brown | wikitext | text | jsonl | tokens
-  std::filesystem::path input;      // corpus file/dir (default Brown dir) or the token file
+  std::filesystem::path checkpoint;  // a checkpoint directory or a GGUF file (deploy/import.hpp)
+  std::string hidden_act;            // GGUF only: supplies or overrides the file's FFN activation
+  std::filesystem::path tokenizer;   // default: <checkpoint>/tokenizer.json
+  std::string corpus = "brown";      // brown | wikitext | text | jsonl | tokens
+  std::filesystem::path input;       // corpus file/dir (default Brown dir) or the token file
   std::string split = "test";
   PplOptions ppl;
 };
@@ -32,6 +33,7 @@ struct PplRun {
 PplRun run_perplexity(const PplRunOptions& opt);
 
 struct Model;
+class Tokenizer;
 
 // run_perplexity in two steps, so a sweep tokenizes once and scores many models on the same windows.
 struct PplData {
@@ -40,7 +42,9 @@ struct PplData {
   PplRun run;      // everything but `result`
 };
 // Tokenizes the corpus for `model` (its vocabulary, BOS, context limit) and makes the protocol's windows.
-PplData prepare_perplexity(const PplRunOptions& opt, const Model& model);
+// tokenizer: the model's own (a GGUF's); null: opt.tokenizer, else <checkpoint>/tokenizer.json.
+PplData prepare_perplexity(const PplRunOptions& opt, const Model& model,
+                           const Tokenizer* tokenizer = nullptr);
 // Scores `model` on the prepared windows (tl::CpuModel, the fp32 reference forward).
 PplResult evaluate_perplexity(const Model& model, const PplData& data);
 

@@ -1,0 +1,399 @@
+#include "infer/engine.hpp"
+
+#include <cblas.h>
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "core/half.hpp"
+
+namespace tl {
+
+namespace {
+
+constexpr int64_t kParallelMin = int64_t(1) << 15;  // elements below which a loop stays on one thread
+
+int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
+
+template <class T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+void FloatTable::row(int64_t r, float* out) const {
+  if (is_f16()) {
+    const uint16_t* src = f16.data() + r * cols;
+    for (int64_t i = 0; i < cols; ++i) out[i] = f16_to_f32(src[i]);
+  } else {
+    std::memcpy(out, f32.data() + r * cols, size_t(cols) * sizeof(float));
+  }
+}
+
+EngineSource engine_source(const Model& model) {
+  EngineSource s;
+  s.config = model.config;
+  const Model* m = &model;
+  s.linear = [m](int64_t layer, int which) {
+    return quantize_weight(*m, m->view(Model::linear_name(layer, which)));
+  };
+  s.norm = [m](const std::string& name) {
+    auto t = m->tensor(name);
+    return std::vector<float>(t.begin(), t.end());
+  };
+  auto table = [m](const std::string& name) {
+    const ParamView& v = m->view(name);
+    FloatTable t;
+    t.rows = v.shape[0];
+    t.cols = v.shape[1];
+    auto src = m->tensor(name);
+    t.f32.assign(src.begin(), src.end());
+    return t;
+  };
+  s.embedding = [table] { return table("model.embed_tokens.weight"); };
+  if (!model.config.tie_word_embeddings) s.lm_head = [table] { return table("lm_head.weight"); };
+  return s;
+}
+
+EngineSource engine_source(const GgufModelReader& reader) {
+  EngineSource s;
+  s.config = reader.config();
+  const GgufModelReader* r = &reader;
+  s.linear = [r](int64_t layer, int which) { return r->linear(layer, which); };
+  s.norm = [r](const std::string& name) { return r->read_float(name); };
+  auto table = [r](const std::string& name) {
+    GgufFloatTable g = r->read_table(name);
+    FloatTable t;
+    t.rows = g.rows;
+    t.cols = g.cols;
+    t.f32 = std::move(g.f32);
+    t.f16 = std::move(g.f16);
+    return t;
+  };
+  s.embedding = [table] { return table("model.embed_tokens.weight"); };
+  if (!s.config.tie_word_embeddings) s.lm_head = [table] { return table("lm_head.weight"); };
+  return s;
+}
+
+Engine::Packed Engine::pack(std::initializer_list<TernaryWeight> parts) {
+  Packed p;
+  p.in = parts.begin()->in;
+  p.kp = round_up(p.in, 128);
+  for (const TernaryWeight& w : parts) {
+    TL_CHECK(w.in == p.in, "engine: fused linears have different in_features ({} and {})", p.in, w.in);
+    p.rows += w.out;
+    p.seg_end.push_back(p.rows);
+    p.seg_scale.push_back(w.scale);
+  }
+  p.bytes.assign(size_t(p.rows * p.kp / 4), 0);
+  std::vector<int8_t> row(size_t(p.kp), 0);  // one row padded with zero weights
+  int64_t r0 = 0;
+  for (const TernaryWeight& w : parts) {
+    TL_CHECK(int64_t(w.codes.size()) == w.out * w.in, "engine: linear codes have {} entries, expected {}",
+             w.codes.size(), w.out * w.in);
+    for (int64_t r = 0; r < w.out; ++r) {
+      std::memcpy(row.data(), w.codes.data() + r * w.in, size_t(w.in));
+      pack_i2s(row.data(), 1, p.kp, p.bytes.data() + (r0 + r) * (p.kp / 4));
+    }
+    r0 += w.out;
+  }
+  return p;
+}
+
+Engine::Engine(const EngineSource& src, const EngineOptions& options) : cfg_(src.config), opt_(options) {
+  cfg_.validate();
+  TL_CHECK(kernel_isa_supported(opt_.isa), "engine: this CPU does not support the {} kernels",
+           kernel_isa_name(opt_.isa));
+  TL_CHECK(opt_.prompt_chunk > 0, "engine: prompt_chunk must be positive");
+  const int64_t L = cfg_.num_hidden_layers, C = cfg_.hidden_size, F = cfg_.intermediate_size;
+  const int64_t Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+  const int64_t want[7][2] = {{Q, C}, {KV, C}, {KV, C}, {C, Q}, {F, C}, {F, C}, {C, F}};  // [out, in]
+  layers_.resize(size_t(L));
+  for (int64_t l = 0; l < L; ++l) {
+    TernaryWeight w[7];
+    for (int i = 0; i < 7; ++i) {
+      w[i] = src.linear(l, i);
+      TL_CHECK(w[i].out == want[i][0] && w[i].in == want[i][1], "engine: '{}' is [{}, {}], expected [{}, {}]",
+               Model::linear_name(l, i), w[i].out, w[i].in, want[i][0], want[i][1]);
+    }
+    Layer& y = layers_[size_t(l)];
+    y.qkv = pack({w[kQ], w[kK], w[kV]});
+    y.o = pack({w[kO]});
+    y.gate_up = pack({w[kGate], w[kUp]});
+    y.down = pack({w[kDown]});
+    const std::string p = Model::layer_prefix(l);
+    auto norm = [&](const std::string& name, int64_t n) {
+      std::vector<float> v = src.norm(p + name);
+      TL_CHECK(int64_t(v.size()) == n, "engine: '{}{}' has {} values, expected {}", p, name, v.size(), n);
+      return v;
+    };
+    y.norm_in = norm("input_layernorm.weight", C);
+    y.norm_attn_sub = norm("self_attn.attn_sub_norm.weight", Q);
+    y.norm_post = norm("post_attention_layernorm.weight", C);
+    y.norm_ffn_sub = norm("mlp.ffn_sub_norm.weight", F);
+  }
+  norm_final_ = src.norm("model.norm.weight");
+  TL_CHECK(int64_t(norm_final_.size()) == C, "engine: model.norm.weight has {} values, expected {}",
+           norm_final_.size(), C);
+  embed_ = src.embedding();
+  TL_CHECK(embed_.rows == cfg_.vocab_size && embed_.cols == C,
+           "engine: the embedding is ({}, {}), expected ({}, {})", embed_.rows, embed_.cols, cfg_.vocab_size,
+           C);
+  if (!cfg_.tie_word_embeddings) {
+    TL_CHECK(bool(src.lm_head), "engine: an untied model needs lm_head.weight");
+    head_ = src.lm_head();
+    TL_CHECK(head_.rows == cfg_.vocab_size && head_.cols == C,
+             "engine: lm_head is ({}, {}), expected ({}, {})", head_.rows, head_.cols, cfg_.vocab_size, C);
+  }
+  const FloatTable& h = cfg_.tie_word_embeddings ? embed_ : head_;
+  const std::string& want_head = opt_.head;
+  TL_CHECK(want_head == "auto" || want_head == "f32" || want_head == "f16" || want_head == "i8",
+           "engine: unknown LM head type '{}': expected auto, f32, f16 or i8", want_head);
+  head_type_ = want_head == "auto" ? (h.is_f16() ? "f16" : "f32") : want_head;
+  const int64_t V = cfg_.vocab_size;
+  // Convert the head to the chosen storage; a tied head shares the embedding's storage when they agree.
+  auto converted = [&](bool to_f16) {
+    FloatTable t;
+    t.rows = V;
+    t.cols = C;
+    std::vector<float> row(static_cast<size_t>(C));
+    if (to_f16)
+      t.f16.resize(size_t(V * C));
+    else
+      t.f32.resize(size_t(V * C));
+    for (int64_t r = 0; r < V; ++r) {
+      h.row(r, row.data());
+      for (int64_t i = 0; i < C; ++i) {
+        if (to_f16)
+          t.f16[size_t(r * C + i)] = f32_to_f16(row[size_t(i)]);
+        else
+          t.f32[size_t(r * C + i)] = row[size_t(i)];
+      }
+    }
+    return t;
+  };
+  if (head_type_ == "i8") {
+    head_i8_.resize(size_t(V * C));
+    head_i8_scale_.resize(size_t(V));
+    std::vector<float> row(static_cast<size_t>(C));
+    for (int64_t r = 0; r < V; ++r) {  // symmetric per-row absmax: w ~ q * scale, q in [-127, 127]
+      h.row(r, row.data());
+      float amax = 0;
+      for (float x : row) amax = std::max(amax, std::fabs(x));
+      const float scale = amax > 0 ? amax / 127.0f : 1.0f;
+      head_i8_scale_[size_t(r)] = scale;
+      for (int64_t i = 0; i < C; ++i)
+        head_i8_[size_t(r * C + i)] =
+            int8_t(std::clamp(std::nearbyint(row[size_t(i)] / scale), -127.0f, 127.0f));
+    }
+    if (!cfg_.tie_word_embeddings) head_ = FloatTable{};
+  } else if ((head_type_ == "f16") != h.is_f16()) {
+    FloatTable t = converted(head_type_ == "f16");
+    head_ = std::move(t);
+  }
+  rope_ = make_rope_table(cfg_.rope_theta, cfg_.head_dim, cfg_.max_position_embeddings);
+}
+
+size_t Engine::weight_bytes() const {
+  size_t n = 0;
+  for (const Layer& y : layers_) {
+    for (const Packed* p : {&y.qkv, &y.o, &y.gate_up, &y.down}) n += p->bytes.size();
+    n += (y.norm_in.size() + y.norm_attn_sub.size() + y.norm_post.size() + y.norm_ffn_sub.size()) * 4;
+  }
+  n += norm_final_.size() * 4 + embed_.bytes() + head_.bytes() + head_i8_.size() + head_i8_scale_.size() * 4;
+  return n;
+}
+
+size_t Engine::bytes_per_token() const {
+  size_t n = 0;
+  for (const Layer& y : layers_) {
+    for (const Packed* p : {&y.qkv, &y.o, &y.gate_up, &y.down}) n += p->bytes.size();
+    n += (y.norm_in.size() + y.norm_attn_sub.size() + y.norm_post.size() + y.norm_ffn_sub.size()) * 4;
+  }
+  const size_t VC = size_t(cfg_.vocab_size * cfg_.hidden_size);
+  if (head_type_ == "i8")
+    n += VC + head_i8_scale_.size() * 4;
+  else
+    n += VC * (head_type_ == "f16" ? 2 : 4);
+  return n + norm_final_.size() * 4;
+}
+
+std::string Engine::describe() const {
+  return fmt::format(
+      "ternlab engine ({} kernels), {} layers, hidden {}, vocab {}, ternary linears I2_S-packed, "
+      "LM head {}, {:.1f} MB",
+      kernel_isa_name(opt_.isa), cfg_.num_hidden_layers, cfg_.hidden_size, cfg_.vocab_size, head_type_,
+      double(weight_bytes()) / 1e6);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+class EngineSession : public DecodeSession {
+ public:
+  EngineSession(const Engine& e, int64_t capacity)
+      : e_(e), cache_(e.cfg_, capacity), logits_(size_t(e.cfg_.vocab_size)) {}
+
+  int64_t length() const override { return cache_.length; }
+  int64_t capacity() const override { return cache_.capacity; }
+  void truncate(int64_t n) override {
+    TL_CHECK(n >= 0 && n <= cache_.length, "truncate: {} is outside 0..{}", n, cache_.length);
+    cache_.length = n;
+  }
+  std::span<const float> decode(std::span<const int32_t> tokens) override {
+    const int64_t n = int64_t(tokens.size());
+    TL_CHECK(n > 0, "decode: no tokens");
+    TL_CHECK(cache_.length + n <= cache_.capacity, "decode: {} cached + {} new tokens exceed the capacity {}",
+             cache_.length, n, cache_.capacity);
+    for (int64_t i = 0; i < n; ++i)
+      TL_CHECK(tokens[size_t(i)] >= 0 && tokens[size_t(i)] < e_.cfg_.vocab_size,
+               "decode: token {} at index {} is outside [0, {})", tokens[size_t(i)], i, e_.cfg_.vocab_size);
+    for (int64_t i = 0; i < n; i += e_.opt_.prompt_chunk) {
+      const int64_t m = std::min(e_.opt_.prompt_chunk, n - i);
+      run(tokens.data() + i, m);
+    }
+    head();
+    return logits_;
+  }
+
+ private:
+  // Quantizes h (N rows of K, stride ld) into codes with row stride kp (zero-padded), scales into s_.
+  void quantize(const float* h, int64_t N, int64_t K, int64_t kp) {
+    grow(xq_, size_t(N * kp));
+    grow(s_, size_t(N));
+#pragma omp parallel for schedule(static) if (N * K >= kParallelMin)
+    for (int64_t r = 0; r < N; ++r) {
+      int8_t* q = xq_.data() + r * kp;
+      s_[size_t(r)] = quantize_activation_row(h + r * K, size_t(K), q);
+      std::memset(q + K, 0, size_t(kp - K));
+    }
+  }
+  // out segments (N, rows) = int sums * (alpha_seg / s[n]); out rows have stride ldo... laid out per segment:
+  // segment j goes to outs[j] (N, seg_rows) contiguous.
+  void linear(const Engine::Packed& w, int64_t N, std::initializer_list<float*> outs) {
+    grow(acc_, size_t(N * w.rows));
+    ternary_gemm_i32(acc_.data(), w.rows, xq_.data(), N, w.bytes.data(), w.rows, w.kp, e_.opt_.isa);
+    int64_t r0 = 0;
+    size_t j = 0;
+    for (float* out : outs) {
+      const int64_t r1 = w.seg_end[j], m = r1 - r0;
+      const float alpha = w.seg_scale[j];
+#pragma omp parallel for schedule(static) if (N * m >= kParallelMin)
+      for (int64_t n = 0; n < N; ++n) {
+        const float rs = alpha / s_[size_t(n)];  // the reference's row scale, the same fp32 operations
+        const int32_t* a = acc_.data() + n * w.rows + r0;
+        float* o = out + n * m;
+        for (int64_t i = 0; i < m; ++i) o[i] = float(a[i]) * rs;
+      }
+      r0 = r1;
+      ++j;
+    }
+  }
+
+  void run(const int32_t* tokens, int64_t N) {
+    const BitNetConfig& c = e_.cfg_;
+    const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+    const int64_t NH = c.num_attention_heads, NKV = c.num_key_value_heads, hd = c.head_dim;
+    const float eps = float(c.rms_norm_eps);
+    const int64_t pos0 = cache_.length;
+    const int64_t W = std::max({C, Q, F});
+    grow(x_, size_t(N * C));   // (N,C) residual stream
+    grow(h_, size_t(N * W));   // (N,in) normalized input of the next linear
+    grow(q_, size_t(N * Q));   // (N,NH,hd)
+    grow(k_, size_t(N * KV));  // (N,NKV,hd)
+    grow(v_, size_t(N * KV));
+    grow(att_, size_t(N * Q));  // (N,NH,hd)
+    grow(o_, size_t(N * C));
+    grow(gate_, size_t(N * F));
+    grow(up_, size_t(N * F));
+    for (int64_t n = 0; n < N; ++n) e_.embed_.row(tokens[n], x_.data() + n * C);
+    const bool relu2 = c.hidden_act == Activation::Relu2;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const Engine::Layer& y = e_.layers_[size_t(l)];
+      // --- attention
+      rmsnorm_forward(h_.data(), x_.data(), y.norm_in.data(), N, C, eps);
+      quantize(h_.data(), N, C, y.qkv.kp);
+      linear(y.qkv, N, {q_.data(), k_.data(), v_.data()});
+#pragma omp parallel for schedule(static) if (N * Q >= kParallelMin)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t pos = pos0 + n;
+        rope_forward(q_.data() + n * Q, NH, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+        rope_forward(k_.data() + n * KV, NKV, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+      }
+      std::memcpy(cache_.k_layer(l) + pos0 * KV, k_.data(), size_t(N * KV) * sizeof(float));
+      std::memcpy(cache_.v_layer(l) + pos0 * KV, v_.data(), size_t(N * KV) * sizeof(float));
+      attention_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), 1, N, cache_.capacity,
+                        pos0, NH, NKV, hd);
+      rmsnorm_forward(h_.data(), att_.data(), y.norm_attn_sub.data(), N, Q, eps);
+      quantize(h_.data(), N, Q, y.o.kp);
+      linear(y.o, N, {o_.data()});
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+      for (int64_t i = 0; i < N * C; ++i) x_[size_t(i)] += o_[size_t(i)];
+      // --- MLP
+      rmsnorm_forward(h_.data(), x_.data(), y.norm_post.data(), N, C, eps);
+      quantize(h_.data(), N, C, y.gate_up.kp);
+      linear(y.gate_up, N, {gate_.data(), up_.data()});
+#pragma omp parallel for schedule(static) if (N * F >= kParallelMin)
+      for (int64_t i = 0; i < N * F; ++i) {
+        const float g = gate_[size_t(i)];
+        float act;
+        if (relu2) {
+          const float r = g > 0 ? g : 0.0f;
+          act = r * r;
+        } else {
+          act = g / (1.0f + std::exp(-g));
+        }
+        gate_[size_t(i)] = act * up_[size_t(i)];
+      }
+      rmsnorm_forward(h_.data(), gate_.data(), y.norm_ffn_sub.data(), N, F, eps);
+      quantize(h_.data(), N, F, y.down.kp);
+      linear(y.down, N, {o_.data()});
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+      for (int64_t i = 0; i < N * C; ++i) x_[size_t(i)] += o_[size_t(i)];
+    }
+    cache_.length += N;
+    last_.resize(size_t(C));
+    rmsnorm_forward(last_.data(), x_.data() + (N - 1) * C, e_.norm_final_.data(), 1, C,
+                    eps);  // last row only
+  }
+
+  // logits_ (V) from last_ (C), the final-normed hidden state of the last token.
+  void head() {
+    const BitNetConfig& c = e_.cfg_;
+    const int64_t C = c.hidden_size, V = c.vocab_size;
+    if (e_.head_type_ == "i8") {
+      std::vector<int8_t> hq(static_cast<size_t>(C));
+      const float s = quantize_activation_row(last_.data(), size_t(C), hq.data());
+      i8_gemv(logits_.data(), e_.head_i8_.data(), e_.head_i8_scale_.data(), V, C, hq.data(), s, e_.opt_.isa);
+      return;
+    }
+    const FloatTable& t = e_.head_.rows ? e_.head_ : e_.embed_;
+    if (t.is_f16()) {
+      f16_gemv(logits_.data(), t.f16.data(), V, C, last_.data(), e_.opt_.isa);
+    } else {  // the reference's own call (cpu/forward.cpp CpuModel::logits), so the bits agree
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, int(V), int(C), 1.0f, last_.data(), int(C),
+                  t.f32.data(), int(C), 0.0f, logits_.data(), int(V));
+    }
+  }
+
+  const Engine& e_;
+  KVCache cache_;
+  std::vector<float> logits_, last_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, s_;
+  std::vector<int8_t> xq_;
+  std::vector<int32_t> acc_;
+};
+
+std::unique_ptr<DecodeSession> Engine::new_session(int64_t capacity) const {
+  const int64_t max_pos = cfg_.max_position_embeddings;
+  TL_CHECK(capacity >= 0 && capacity <= max_pos, "session capacity {} is outside 1..{}", capacity, max_pos);
+  return std::make_unique<EngineSession>(*this, capacity == 0 ? max_pos : capacity);
+}
+
+}  // namespace tl
