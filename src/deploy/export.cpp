@@ -179,7 +179,12 @@ ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::st
   kv.emplace_back(key("attention.layer_norm_rms_epsilon"), float(cfg.rms_norm_eps));
   kv.emplace_back(key("rope.freq_base"), float(cfg.rope_theta));
   // Mainline defaults to SiLU without it (reference §7); bitnet.cpp ignores it, but it keeps the file honest.
-  kv.emplace_back(key("hidden_activation"), cfg.hidden_act == Activation::Relu2 ? "relu2" : "silu");
+  // A SiLU model under mainline's `bitnet`: no key (mainline maps "silu" to a fused gate|up op that aborts on
+  // bitnet's separate tensors, and its default is SiLU); ternlab's importer reads its own key instead.
+  if (cfg.hidden_act == Activation::Relu2 || arch != "bitnet")
+    kv.emplace_back(key("hidden_activation"), cfg.hidden_act == Activation::Relu2 ? "relu2" : "silu");
+  else
+    kv.emplace_back("ternlab.hidden_activation", std::string("silu"));
   kv.emplace_back("general.file_type", export_file_type(kind));
   kv.emplace_back("general.quantization_version", uint32_t(2));
   for (const auto& p : tokmeta.kv) kv.push_back(p);

@@ -181,8 +181,12 @@ void GgufModelReader::open(const ImportOptions& options) {
   }
 
   // ---- FFN activation: never assumed where the file's consumer would not assume it ----
-  const std::string act_key = p + "hidden_activation";
-  const auto file_act = gguf_string(f, act_key);
+  std::string act_key = p + "hidden_activation";
+  auto file_act = gguf_string(f, act_key);
+  if (!file_act && gguf_string(f, "ternlab.hidden_activation")) {  // ternlab's SiLU export for mainline
+    act_key = "ternlab.hidden_activation";
+    file_act = gguf_string(f, act_key);
+  }
   const auto check_act = [&](const std::string& a, const std::string& source) {
     TL_CHECK(a == "relu2" || a == "silu", "{}: {} '{}' is not a known activation (expected relu2 or silu)",
              what, source, a);

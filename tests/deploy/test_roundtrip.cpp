@@ -249,6 +249,11 @@ TEST_F(RoundTrip, UntiedAndSiluWhereTheArchAllows) {
     const GgufModel g = round_trip(silu, tok, {kind, GgmlType::F32}, dir / "m.gguf");
     EXPECT_EQ(g.format.activation, "silu");
     EXPECT_EQ(g.format.activation_source, "metadata");
+    // Mainline would abort on bitnet.hidden_activation = silu (a fused gate|up op): the key is left out (its
+    // default is SiLU) and ternlab's own key carries the activation.
+    const GgufFile f(dir / "m.gguf");
+    EXPECT_EQ(f.find("bitnet.hidden_activation"), nullptr);
+    EXPECT_EQ(f.get<std::string>("ternlab.hidden_activation"), "silu");
   }
 }
 
