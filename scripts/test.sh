@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds ternlab and runs every test. Usage: scripts/test.sh [--sanitize] [--fuzz SECONDS]
-#   (default)     Release build in build/, all GoogleTest suites through ctest
-#   --sanitize    ASan + UBSan build in build-asan/, all suites
-#   --fuzz N      clang libFuzzer build in build-fuzz/, each fuzz target for N seconds
+#   (default)     Release build in build/, all GoogleTest suites through ctest; with the CUDA backend
+#                 (-DTERNLAB_CUDA=ON) when nvcc is installed: its tests skip themselves without a GPU
+#   --sanitize    ASan + UBSan build (gcc) in build-asan/, all suites but the slow ones
+#   --fuzz N      clang build in build-fuzz/ with ASan + UBSan and libFuzzer: all suites but the slow ones
+#                 under the sanitizers, then each fuzz target for N seconds (CI: one build for both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh >/dev/null
@@ -18,10 +20,12 @@ while (($#)); do
   shift
 done
 jobs=$(nproc)
+cuda=OFF
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then cuda=ON; fi
 
 case "$mode" in
   release)
-    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERNLAB_CUDA="$cuda" >/dev/null
     cmake --build build -j "$jobs"
     ctest --test-dir build --output-on-failure -j "$jobs"
     ;;
@@ -33,8 +37,10 @@ case "$mode" in
     ;;
   fuzz)
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERNLAB_FUZZ=ON \
-      -DTERNLAB_TESTS=OFF -DTERNLAB_BENCH=OFF >/dev/null
+      -DTERNLAB_TESTS=ON -DTERNLAB_BENCH=OFF >/dev/null
     cmake --build build-fuzz -j "$jobs"
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      ctest --test-dir build-fuzz --output-on-failure -j "$jobs" -LE slow
     for f in build-fuzz/tests/fuzz/fuzz_*; do
       [ -x "$f" ] || continue
       corpus="build-fuzz/corpus-$(basename "$f")"

@@ -1,11 +1,17 @@
-// ternlab ppl: perplexity of a checkpoint on a corpus under a named protocol (seed | llama | window).
+// ternlab ppl: perplexity of a checkpoint on a corpus under a named protocol (seed | llama | window), on the
+// fp32 reference (default) or on the fast engine with a chosen LM head (what generate and serve run).
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "cpu/threads.hpp"
+#include "deploy/import.hpp"
+#include "infer/engine.hpp"
+#include "io/checkpoint.hpp"
 #include "workflow/perplexity.hpp"
 
 namespace tl::cli {
@@ -14,19 +20,80 @@ namespace {
 struct PplArgs {
   PplRunOptions opt;
   std::string protocol = "seed";
+  std::string engine = "reference";
+  std::string head = "auto";
+  std::string device = "cpu";
   int threads = 0;
   bool json = false;
 };
 
+struct EngineRun {
+  PplRun run;
+  std::string head;  // the engine's LM head: f32, f16 or i8
+  std::string isa;   // its kernels
+};
+
+// The windows scored by the fast engine (infer/engine.hpp Engine::prompt_logits): the same preparation as
+// run_perplexity (workflow/perplexity.hpp), the logits from the engine instead of CpuModel.
+EngineRun run_engine_perplexity(const PplRunOptions& opt, const std::string& head) {
+  EngineOptions eo;
+  eo.head = head;
+  std::unique_ptr<Engine> engine;
+  PplData data;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(opt.checkpoint, ec)) {  // a GGUF file: its own tokenizer
+    ImportOptions io;
+    io.hidden_act = opt.hidden_act;
+    const GgufModelReader reader(opt.checkpoint, io);
+    log_info("ppl: {}", reader.format().describe());
+    Model shape;  // prepare_perplexity reads only the config; the weights go straight to the engine
+    shape.config = reader.config();
+    data = prepare_perplexity(opt, shape, &reader.tokenizer());
+    engine = std::make_unique<Engine>(engine_source(reader), eo);
+  } else {
+    TL_CHECK(opt.hidden_act.empty(), "ppl: --hidden-act applies to GGUF files only");
+    const Model model = load_checkpoint(opt.checkpoint);
+    data = prepare_perplexity(opt, model);
+    engine = std::make_unique<Engine>(engine_source(model), eo);
+  }
+  log_info("ppl: {}", engine->describe());
+  const Engine& e = *engine;
+  auto logits = [&e](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+                     std::vector<float>& out) { e.prompt_logits(toks, B, T, first, T - 1, out); };
+  data.run.result = evaluate_ppl(data.windows, e.config().vocab_size, logits, data.ppl);
+  return EngineRun{std::move(data.run), e.head_type(), kernel_isa_name(e.isa())};
+}
+
 void run_ppl(PplArgs& a) {
+  TL_CHECK(a.engine == "reference" || a.engine == "fast",
+           "ppl: --engine must be fast or reference, found '{}'", a.engine);
+  TL_CHECK(a.head == "auto" || a.head == "f32" || a.head == "f16" || a.head == "i8",
+           "ppl: --head must be auto, f32, f16 or i8, found '{}'", a.head);
+  TL_CHECK(a.engine == "fast" || a.head == "auto",
+           "ppl: --head {} needs --engine fast (the reference's LM head is always fp32)", a.head);
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
+  a.opt.device = parse_device(a.device);
+  TL_CHECK(a.opt.device == Device::Cpu || a.engine == "reference",
+           "ppl: --device cuda scores with the GPU model; --engine fast is the CPU engine");
+  require_device(a.opt.device);  // before any file is read
   validate(a.opt.ppl);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
-  const PplRun r = run_perplexity(a.opt);
+  PplRun r;
+  std::string head = "f32", isa;  // the reference: CpuModel's fp32 head
+  if (a.engine == "fast") {
+    EngineRun er = run_engine_perplexity(a.opt, a.head);
+    r = std::move(er.run);
+    head = er.head;
+    isa = er.isa;
+  } else {
+    r = run_perplexity(a.opt);
+  }
   const auto& p = r.result;
   if (a.json) {
     nlohmann::json j = {{"checkpoint", r.checkpoint},
+                        {"engine", a.engine},
+                        {"head", head},
                         {"protocol", p.protocol},
                         {"corpus", r.corpus},
                         {"split", r.split},
@@ -42,11 +109,19 @@ void run_ppl(PplArgs& a) {
                         {"ppl_stderr", p.ppl_stderr},
                         {"seconds", p.seconds},
                         {"tokens_per_s", p.tokens_per_s},
-                        {"threads", r.threads}};
+                        {"threads", r.threads},
+                        {"device", r.device}};
+    if (!isa.empty()) j["isa"] = isa;
     fmt::print("{}\n", j.dump(2));
     return;
   }
   fmt::print("perplexity of {}\n", r.checkpoint);
+  if (a.engine == "fast")
+    fmt::print("  engine       fast ({} kernels), LM head {}\n", isa, head);
+  else if (a.opt.device == Device::Cuda)
+    fmt::print("  engine       cuda ({})\n", r.device);
+  else
+    fmt::print("  engine       reference (fp32), LM head f32\n");
   fmt::print("  protocol     {} (ctx {}, {} windows, {} tokens scored)\n", p.protocol, p.ctx, p.windows,
              p.tokens_scored);
   fmt::print("  corpus       {}{}{} — {} tokens after {} preparation\n", r.corpus,
@@ -64,6 +139,8 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
                                  "(llama-perplexity's) or window");
   cmd->add_option("checkpoint", a->opt.checkpoint, "checkpoint directory or GGUF file")->required();
   cmd->add_option("--hidden-act", a->opt.hidden_act, "GGUF: relu2 | silu, for files that do not say");
+  cmd->add_option("--device", a->device, "cpu | cuda (the GPU computes each target's NLL)")
+      ->capture_default_str();
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
   cmd->add_option("--corpus", a->opt.corpus, "brown | wikitext | text | jsonl | tokens")
       ->capture_default_str();
@@ -78,6 +155,13 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
   cmd->add_option("--windows", a->opt.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->opt.ppl.batch, "windows per forward pass")->capture_default_str();
+  cmd->add_option("--engine", a->engine,
+                  "reference (the fp32 CpuModel) | fast (the packed-kernel engine of generate and serve)")
+      ->capture_default_str();
+  cmd->add_option(
+         "--head", a->head,
+         "fast engine's LM head: auto (as stored: f32 for checkpoints, f16 for GGUF) | f32 | f16 | i8")
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->callback([a] { run_ppl(*a); });

@@ -15,6 +15,7 @@ struct SweepArgs {
   SweepOptions opt;
   std::string levels = "0,10,20,30,50", methods = "seed,global,random", level = "latent", protocol = "seed";
   std::filesystem::path out_dir;
+  std::string device = "cpu";
   int threads = 0;
   bool json = false;
 };
@@ -25,7 +26,9 @@ void run_sweep_cmd(SweepArgs& a) {
   o.methods = parse_sweep_methods(a.methods);
   o.level = parse_prune_level(a.level);
   o.eval.ppl.protocol = parse_ppl_protocol(a.protocol);
+  o.eval.device = parse_device(a.device);
   validate(o.eval.ppl);
+  require_device(o.eval.device);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   const SweepResult r = run_sweep(o);
@@ -67,6 +70,7 @@ const Registrar reg("sweep", 45, [](CLI::App& app) {
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->opt.eval.ppl.batch, "windows per forward pass")->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  cmd->add_option("--device", a->device, "cpu | cuda: where each point is scored")->capture_default_str();
   cmd->add_option("-o,--output", a->out_dir, "write sweep.json, sweep.md and sweep.svg here");
   cmd->add_flag("--json", a->json, "print everything as JSON");
   cmd->callback([a] { run_sweep_cmd(*a); });

@@ -15,7 +15,7 @@ namespace {
 
 struct TrainArgs {
   TrainRunOptions opt;
-  std::string protocol = "seed", quant = "absmean", precision = "fp32";
+  std::string protocol = "seed", quant = "absmean", precision = "fp32", device = "cpu";
   bool no_act_quant = false;
   int threads = 0;
   bool json = false;
@@ -69,6 +69,8 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume, "continue from the state in the output directory");
   cmd->add_option("--threads", a.threads, "threads (default: all cores)");
+  cmd->add_option("--device", a.device, "cpu | cuda: where steps and validation run")->capture_default_str();
+  cmd->add_flag("--recompute", o.recompute, "cuda: recompute activations in backward (less memory)");
   cmd->add_flag("--json", a.json, "print the report as JSON");
 }
 
@@ -80,11 +82,14 @@ void prepare(TrainArgs& a) {
            a.precision);
   t.precision = a.precision == "bf16" ? ParamPrecision::Bf16 : ParamPrecision::Fp32;
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
+  a.opt.device = parse_device(a.device);
+  TL_CHECK(!a.opt.recompute || a.opt.device == Device::Cuda, "--recompute applies to --device cuda only");
   if (t.warmup == -1) t.warmup = t.steps / 10;
   validate(t);  // impossible hyper-parameters fail before anything is read
   validate(a.opt.ppl);
   TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
+  require_device(a.opt.device);
 }
 
 void print(const TrainRunResult& r, bool json) {

@@ -87,6 +87,24 @@ double token_nll(const float* row, int64_t vocab, int32_t target) {
 
 PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, const LogitsFn& logits,
                        const PplOptions& opt) {
+  std::vector<float> out;
+  auto nll = [&](std::span<const int32_t> tokens, int64_t B, int64_t T, int64_t first,
+                 std::vector<double>& nlls) {
+    const int64_t rows = T - 1 - first;
+    logits(tokens, B, T, first, out);
+    TL_CHECK(int64_t(out.size()) == B * rows * vocab, "perplexity: model returned {} logits, expected {}",
+             out.size(), B * rows * vocab);
+    nlls.resize(size_t(B * rows));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < rows; ++i)
+        nlls[size_t(b * rows + i)] =
+            token_nll(out.data() + (b * rows + i) * vocab, vocab, tokens[size_t(b * T + first + i + 1)]);
+  };
+  return evaluate_ppl_nll(windows, vocab, nll, opt);
+}
+
+PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab, const NllFn& nll_fn,
+                           const PplOptions& opt) {
   TL_CHECK(!windows.empty(), "perplexity: no windows to score");
   TL_CHECK(opt.batch >= 1, "perplexity: batch must be >= 1, found {}", opt.batch);
   const int64_t T = int64_t(windows[0].tokens.size());
@@ -104,7 +122,7 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
   nlls.reserve(windows.size() * size_t(T));
   const int64_t rows = T - 1 - first;
   std::vector<int32_t> batch_tokens;
-  std::vector<float> out;
+  std::vector<double> out;
   Progress progress("perplexity", uint64_t(windows.size()), "tok");
   const auto start = std::chrono::steady_clock::now();
   for (size_t w0 = 0; w0 < windows.size(); w0 += size_t(opt.batch)) {
@@ -113,18 +131,16 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
     batch_tokens.clear();
     for (size_t w = w0; w < w1; ++w)
       batch_tokens.insert(batch_tokens.end(), windows[w].tokens.begin(), windows[w].tokens.end());
-    logits(batch_tokens, B, T, first, out);
-    TL_CHECK(int64_t(out.size()) == B * rows * vocab, "perplexity: model returned {} logits, expected {}",
-             out.size(), B * rows * vocab);
-    for (int64_t b = 0; b < B; ++b) {
-      const auto& toks = windows[w0 + size_t(b)].tokens;
+    nll_fn(batch_tokens, B, T, first, out);
+    TL_CHECK(int64_t(out.size()) == B * rows, "perplexity: model returned {} losses, expected {}", out.size(),
+             B * rows);
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < rows; ++i) {
-        const double nll = token_nll(out.data() + (b * rows + i) * vocab, vocab, toks[size_t(first + i + 1)]);
+        const double nll = out[size_t(b * rows + i)];
         TL_CHECK(std::isfinite(nll), "perplexity: non-finite loss at window {} position {}", w0 + size_t(b),
                  first + i);
         nlls.push_back(nll);
       }
-    }
     progress.update(w1, w1 * uint64_t(T));
   }
   progress.finish();

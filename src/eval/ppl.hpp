@@ -64,6 +64,14 @@ struct PplResult {
 PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, const LogitsFn& logits,
                        const PplOptions& opt);
 
+// For backends that score on their own (a GPU computes each target's NLL where the logits are, so only
+// B·rows numbers cross to the host): the NLL of each next-token target of rows [first_row, T-1) of B windows
+// of equal length T, out (B, T-1-first_row) in nats.
+using NllFn = std::function<void(std::span<const int32_t> tokens, int64_t B, int64_t T, int64_t first_row,
+                                 std::vector<double>& out)>;
+PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab, const NllFn& nll,
+                           const PplOptions& opt);
+
 // -log softmax(row)[target], in double (max-subtracted), as llama-perplexity computes it.
 double token_nll(const float* logits_row, int64_t vocab, int32_t target);
 

@@ -262,6 +262,20 @@ class EngineSession : public DecodeSession {
     return logits_;
   }
 
+  // Runs a whole prompt of T tokens from position 0 (the cache is emptied first), in chunks as decode does;
+  // the final-normed hidden states of positions [rb, re) go to hid (re - rb, C). No LM head.
+  void prefill(const int32_t* tokens, int64_t T, int64_t rb, int64_t re, float* hid) {
+    TL_CHECK(T > 0 && T <= cache_.capacity, "prompt_logits: {} tokens exceed the capacity {}", T,
+             cache_.capacity);
+    for (int64_t i = 0; i < T; ++i)
+      TL_CHECK(tokens[i] >= 0 && tokens[i] < e_.cfg_.vocab_size,
+               "prompt_logits: token {} at index {} is outside [0, {})", tokens[i], i, e_.cfg_.vocab_size);
+    cache_.length = 0;
+    const Rows rows{rb, re, hid};
+    for (int64_t i = 0; i < T && i < re; i += e_.opt_.prompt_chunk)  // positions >= re are not needed
+      run(tokens + i, std::min({e_.opt_.prompt_chunk, T - i, re - i}), &rows);
+  }
+
  private:
   // Quantizes h (N rows of K, stride ld) into codes with row stride kp (zero-padded), scales into s_.
   void quantize(const float* h, int64_t N, int64_t K, int64_t kp) {
@@ -296,7 +310,15 @@ class EngineSession : public DecodeSession {
     }
   }
 
-  void run(const int32_t* tokens, int64_t N) {
+  // Where run() puts the final-normed hidden states of absolute positions [begin, end): hid (end-begin, C).
+  struct Rows {
+    int64_t begin = 0, end = 0;
+    float* hid = nullptr;
+  };
+
+  // Runs N tokens at positions cache_.length.. through every layer and appends them to the cache; then the
+  // final norm of the last row into last_ (rows null) or of the rows asked for (into rows->hid).
+  void run(const int32_t* tokens, int64_t N, const Rows* rows = nullptr) {
     const BitNetConfig& c = e_.cfg_;
     const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
     const int64_t NH = c.num_attention_heads, NKV = c.num_key_value_heads, hd = c.head_dim;
@@ -358,6 +380,13 @@ class EngineSession : public DecodeSession {
       for (int64_t i = 0; i < N * C; ++i) x_[size_t(i)] += o_[size_t(i)];
     }
     cache_.length += N;
+    if (rows) {  // the rows asked for that fall in this chunk
+      const int64_t a = std::max(rows->begin, pos0), z = std::min(rows->end, pos0 + N);
+      if (a < z)
+        rmsnorm_forward(rows->hid + (a - rows->begin) * C, x_.data() + (a - pos0) * C, e_.norm_final_.data(),
+                        z - a, C, eps);
+      return;
+    }
     last_.resize(size_t(C));
     rmsnorm_forward(last_.data(), x_.data() + (N - 1) * C, e_.norm_final_.data(), 1, C,
                     eps);  // last row only
@@ -389,6 +418,70 @@ class EngineSession : public DecodeSession {
   std::vector<int8_t> xq_;
   std::vector<int32_t> acc_;
 };
+
+void Engine::head_rows(const float* h, int64_t rows, float* out) const {
+  const int64_t C = cfg_.hidden_size, V = cfg_.vocab_size;
+  if (rows <= 0) return;
+  const FloatTable& t = head_.rows ? head_ : embed_;
+  if (head_type_ != "i8" && !t.is_f16()) {  // CpuModel::logits' call, so the bits agree with the reference
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(V), int(C), 1.0f, h, int(C),
+                t.f32.data(), int(C), 0.0f, out, int(V));
+    return;
+  }
+  // The decode GEMVs, row by row, over tiles of head rows (about 256 KiB, a multiple of 4 rows: the GEMVs'
+  // row groups, so every output is computed exactly as by one GEMV over the whole head).
+  const bool i8 = head_type_ == "i8";
+  std::vector<int8_t> hq;
+  std::vector<float> hs;
+  if (i8) {  // the hidden states quantized per token, as decode does
+    hq.resize(size_t(rows * C));
+    hs.resize(size_t(rows));
+#pragma omp parallel for schedule(static) if (rows * C >= kParallelMin)
+    for (int64_t r = 0; r < rows; ++r)
+      hs[size_t(r)] = quantize_activation_row(h + r * C, size_t(C), hq.data() + r * C);
+  }
+  const int64_t row_bytes = C * (i8 ? 1 : 2);
+  const int64_t tile = std::max<int64_t>(4, (int64_t(256) << 10) / row_bytes / 4 * 4);
+  const int64_t tiles = (V + tile - 1) / tile;
+#pragma omp parallel for schedule(dynamic, 1) if (tiles > 1 && rows * V * C >= kParallelMin)
+  for (int64_t j = 0; j < tiles; ++j) {
+    const int64_t m0 = j * tile, m = std::min(tile, V - m0);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* o = out + r * V + m0;
+      if (i8)
+        i8_gemv(o, head_i8_.data() + m0 * C, head_i8_scale_.data() + m0, m, C, hq.data() + r * C,
+                hs[size_t(r)], opt_.isa);
+      else
+        f16_gemv(o, t.f16.data() + m0 * C, m, C, h + r * C, opt_.isa);
+    }
+  }
+}
+
+void Engine::prompt_logits(std::span<const int32_t> tokens, int64_t B, int64_t T, int64_t row_begin,
+                           int64_t row_end, std::vector<float>& out) const {
+  TL_CHECK(B > 0 && T > 0, "prompt_logits: B and T must be positive, found B={} T={}", B, T);
+  TL_CHECK(int64_t(tokens.size()) == B * T, "prompt_logits: expected B*T = {}*{} = {} tokens, found {}", B, T,
+           B * T, tokens.size());
+  TL_CHECK(T <= cfg_.max_position_embeddings, "prompt_logits: T = {} exceeds max_position_embeddings = {}", T,
+           cfg_.max_position_embeddings);
+  TL_CHECK(0 <= row_begin && row_begin <= row_end && row_end <= T,
+           "prompt_logits: rows [{}, {}) are not within [0, {}]", row_begin, row_end, T);
+  const int64_t n = row_end - row_begin, C = cfg_.hidden_size, V = cfg_.vocab_size;
+  out.resize(size_t(B * n * V));
+  if (n == 0) return;
+  std::vector<float> hid(size_t(B * n * C));
+  EngineSession s(*this, T);
+  for (int64_t b = 0; b < B; ++b)
+    s.prefill(tokens.data() + b * T, T, row_begin, row_end, hid.data() + b * n * C);
+  head_rows(hid.data(), B * n, out.data());
+}
+
+std::vector<float> Engine::prompt_logits(std::span<const int32_t> prompt) const {
+  std::vector<float> out;
+  const int64_t T = int64_t(prompt.size());
+  prompt_logits(prompt, 1, T, 0, T, out);
+  return out;
+}
 
 std::unique_ptr<DecodeSession> Engine::new_session(int64_t capacity) const {
   const int64_t max_pos = cfg_.max_position_embeddings;

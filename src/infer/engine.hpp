@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,21 @@ class Engine : public LanguageModel {
   std::unique_ptr<DecodeSession> new_session(int64_t capacity = 0) const override;
   std::string describe() const override;
 
+  // Next-token logits at every position of B independent prompts of T tokens each (tokens (B, T),
+  // row-major), rows [row_begin, row_end) of each: out is (B, row_end - row_begin, V), row-major. Each prompt
+  // runs from an empty cache through the prompt path (GEMMs over prompt_chunk tokens at a time); only the
+  // requested rows go through the final norm and the LM head, which is the engine's (see head_type()):
+  //   f32       one fp32 GEMM over all B·(row_end - row_begin) rows, the reference's own call: the logits
+  //             equal CpuModel::forward + CpuModel::logits over the same rows bit for bit;
+  //   f16 / i8  the decode GEMVs (f16_gemv / i8_gemv), per row and tiled over the head's rows so that a tile
+  //             stays in cache across rows: row t equals, bit for bit, what a session's decode returns
+  //             after tokens 0..t (what generate and serve compute).
+  // Perplexity on the engine (ternlab ppl --engine fast) calls this with rows [first_row, T - 1).
+  void prompt_logits(std::span<const int32_t> tokens, int64_t B, int64_t T, int64_t row_begin,
+                     int64_t row_end, std::vector<float>& out) const;
+  // All T rows of one prompt: (T, V).
+  std::vector<float> prompt_logits(std::span<const int32_t> prompt) const;
+
   // Bytes of weights read to decode one token (packed linears + norms + LM head), for bandwidth floors.
   size_t bytes_per_token() const;
   size_t weight_bytes() const;
@@ -84,6 +100,8 @@ class Engine : public LanguageModel {
     std::vector<float> norm_in, norm_attn_sub, norm_post, norm_ffn_sub;
   };
   static Packed pack(std::initializer_list<TernaryWeight> parts);
+  // out (rows, V) = the LM head applied to final-normed hidden states h (rows, C).
+  void head_rows(const float* h, int64_t rows, float* out) const;
 
   BitNetConfig cfg_;
   EngineOptions opt_;

@@ -100,14 +100,15 @@ void chunk_inputs(std::span<const int32_t> tokens, int64_t chunk, int64_t T, int
 }
 
 Trainer::Trainer(Model& model, const TrainConfig& cfg, std::span<const int32_t> tokens,
-                 std::vector<TensorMask> masks)
+                 std::vector<TensorMask> masks, std::unique_ptr<StepBackend> backend)
     : model_(&model),
-      cfg_(cfg),
+      cfg_((validate(cfg), cfg)),  // the config is checked before anything is built
       tokens_(tokens),
       masks_(std::move(masks)),
-      net_((validate(cfg), model), cfg.quant),  // the config is checked before anything is built
+      backend_(std::move(backend)),
       opt_(model.params.size(), cfg.adamw, cfg.precision),
       rng_(cfg.seed) {
+  if (!backend_) net_.emplace(model, cfg.quant);
   n_chunks_ = int64_t(tokens.size()) / cfg.seq_len;
   const int64_t micro = cfg.batch / cfg.grad_accum;
   TL_CHECK(n_chunks_ >= micro,
@@ -128,6 +129,11 @@ Trainer::Trainer(Model& model, const TrainConfig& cfg, std::span<const int32_t> 
   }
   if (cfg.precision == ParamPrecision::Bf16) round_to_bf16(model.params);
   apply_masks_to(model.params);
+  if (backend_) backend_->start(model, opt_.m(), opt_.v(), mask_offsets_);
+}
+
+void Trainer::sync_model() {
+  if (backend_) backend_->download(model_->params, opt_.m(), opt_.v());
 }
 
 void Trainer::apply_masks_to(std::span<float> x) const {
@@ -146,32 +152,51 @@ StepLog Trainer::step() {
   const int64_t step = step_ + 1;
   batch_tokens_.resize(size_t(micro * T));
   batch_targets_.resize(size_t(micro * T));
-  net_.zero_grad();
+  if (backend_)
+    backend_->zero_grad();
+  else
+    net_->zero_grad();
   double loss_sum = 0;
   for (int64_t a = 0; a < cfg_.grad_accum; ++a) {
     for (int64_t b = 0; b < micro; ++b)  // random.choices(chunks, k=batch): with replacement
       chunk_inputs(tokens_, int64_t(rng_.below(uint64_t(n_chunks_))), T, batch_tokens_.data() + b * T,
                    batch_targets_.data() + b * T);
-    const double loss = net_.forward(batch_tokens_, batch_targets_, micro, T);
+    double loss;
+    if (backend_) {
+      loss = backend_->forward_backward(batch_tokens_, batch_targets_, micro, T);
+    } else {
+      loss = net_->forward(batch_tokens_, batch_targets_, micro, T);
+      if (std::isfinite(loss)) net_->backward();
+    }
     if (!std::isfinite(loss))
       throw NonFiniteError(step, fmt::format("training: the loss is {} at step {}", loss, step));
-    net_.backward();
     loss_sum += loss;
   }
-  std::span<float> grads = net_.grads();
-  if (cfg_.grad_accum > 1) {  // each backward added the gradient of its micro-batch's mean
-    const float inv = 1.0f / float(cfg_.grad_accum);
-    for (auto& g : grads) g *= inv;
-  }
-  apply_masks_to(grads);  // pruned weights get no gradient
-  if (cfg_.precision == ParamPrecision::Bf16) round_to_bf16(grads);
-  const double norm = clip_grad_norm(grads, cfg_.clip);
-  if (!std::isfinite(norm) || !all_finite(grads))
-    throw NonFiniteError(step, fmt::format("training: the gradient norm is {} at step {}", norm, step));
   const double lr = cosine_lr(step_, cfg_.steps, cfg_.adamw.lr, cfg_.warmup, cfg_.min_lr);
-  opt_.step(model_->params, grads, lr);
-  apply_masks_to(model_->params);  // exactly zero, whatever rounding did
+  double norm;
+  if (backend_) {
+    norm = backend_->finish_gradients(cfg_.grad_accum > 1 ? 1.0f / float(cfg_.grad_accum) : 1.0f, cfg_.clip,
+                                      cfg_.precision);
+    if (!std::isfinite(norm))
+      throw NonFiniteError(step, fmt::format("training: the gradient norm is {} at step {}", norm, step));
+    opt_.set_steps(opt_.steps() + 1);
+    backend_->adamw_step(cfg_.adamw, cfg_.precision, opt_.steps(), lr);
+  } else {
+    std::span<float> grads = net_->grads();
+    if (cfg_.grad_accum > 1) {  // each backward added the gradient of its micro-batch's mean
+      const float inv = 1.0f / float(cfg_.grad_accum);
+      for (auto& g : grads) g *= inv;
+    }
+    apply_masks_to(grads);  // pruned weights get no gradient
+    if (cfg_.precision == ParamPrecision::Bf16) round_to_bf16(grads);
+    norm = clip_grad_norm(grads, cfg_.clip);
+    if (!std::isfinite(norm) || !all_finite(grads))
+      throw NonFiniteError(step, fmt::format("training: the gradient norm is {} at step {}", norm, step));
+    opt_.step(model_->params, grads, lr);
+    apply_masks_to(model_->params);  // exactly zero, whatever rounding did
+  }
   step_ = step;
+
   StepLog log;
   log.step = step;
   log.loss = loss_sum / double(cfg_.grad_accum);
@@ -206,7 +231,8 @@ std::span<const uint8_t> bytes_of(std::span<const float> x) {
 
 }  // namespace
 
-void Trainer::save_state(const fs::path& dir) const {
+void Trainer::save_state(const fs::path& dir) {
+  sync_model();
   fs::path tmp = dir;
   tmp += ".tmp";
   fs::path old = dir;
@@ -293,7 +319,7 @@ void Trainer::load_state(const fs::path& dir) {
     }
   }
   std::copy(saved.params.begin(), saved.params.end(),
-            model_->params.begin());  // TrainModel aliases the buffer
+            model_->params.begin());  // TrainModel aliases the buffer; a backend is re-started below
   step_ = j.at("step").get<int64_t>();
   opt_.set_steps(j.at("optimizer_steps").get<int64_t>());
   Rng::State rs{};
@@ -302,6 +328,7 @@ void Trainer::load_state(const fs::path& dir) {
   rs.has_spare = j.at("rng").at("has_spare").get<bool>();
   rng_.set_state(rs);
   TL_CHECK(step_ >= 0 && step_ <= cfg_.steps, "resume: step {} outside [0, {}]", step_, cfg_.steps);
+  if (backend_) backend_->start(*model_, opt_.m(), opt_.v(), mask_offsets_);  // the restored state
 }
 
 double eval_loss(Model& model, const TrainOptions& quant, std::span<const int32_t> tokens, int64_t seq_len,

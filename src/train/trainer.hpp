@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -21,6 +23,7 @@
 #include "core/rng.hpp"
 #include "model/model.hpp"
 #include "train/optim.hpp"
+#include "train/step_backend.hpp"
 #include "train/train_model.hpp"
 
 namespace tl::train {
@@ -73,8 +76,10 @@ class Trainer {
   // floor(n / seq_len) non-overlapping chunks. Errors: an invalid config, fewer chunks than one micro-batch
   // ("batch larger than the data"), a token outside the vocabulary, a mask for an unknown tensor or of the
   // wrong size. In Bf16 precision the parameters are rounded to bf16 first. Masked parameters are zeroed.
+  // With a backend, the steps run there (the GPU); the Model is brought up to date by sync_model() and at
+  // every save_state.
   Trainer(Model& model, const TrainConfig& cfg, std::span<const int32_t> tokens,
-          std::vector<TensorMask> masks = {});
+          std::vector<TensorMask> masks = {}, std::unique_ptr<StepBackend> backend = nullptr);
 
   // One optimizer step; throws NonFiniteError (nothing changed) on a NaN/inf loss or gradient.
   StepLog step();
@@ -83,12 +88,15 @@ class Trainer {
   const TrainConfig& config() const { return cfg_; }
   int64_t num_chunks() const { return n_chunks_; }
   Model& model() { return *model_; }
+  // Copies the backend's parameters (and moments) into the Model (nothing to do on the CPU path).
+  void sync_model();
+  StepBackend* backend() { return backend_.get(); }
 
   // Checkpoints: `dir`/model.safetensors + config.json (fp32 master, loadable by load_checkpoint),
   // optimizer.safetensors (AdamW moments), masks.safetensors (when masked) and trainer_state.json (step,
   // sampler RNG, config, data fingerprint). Written to "<dir>.tmp" and swapped in whole, so an interrupted
   // save leaves the previous checkpoint intact.
-  void save_state(const std::filesystem::path& dir) const;
+  void save_state(const std::filesystem::path& dir);
   // Restores a checkpoint written by save_state for the same data and config; continuing then gives the
   // same bits as never stopping. Errors: a different config, data, model shape or a damaged file.
   void load_state(const std::filesystem::path& dir);
@@ -103,8 +111,9 @@ class Trainer {
   std::string data_fingerprint_;
   std::vector<TensorMask> masks_;
   std::vector<std::pair<size_t, const TensorMask*>> mask_offsets_;  // (offset into params, mask)
-  TrainModel<float> net_;
-  AdamW opt_;
+  std::unique_ptr<StepBackend> backend_;
+  std::optional<TrainModel<float>> net_;  // the CPU path only
+  AdamW opt_;  // the CPU path's optimizer; with a backend, the host copy of its moments and the step count
   Rng rng_;
   int64_t step_ = 0;
   std::vector<int32_t> batch_tokens_, batch_targets_;

@@ -5,6 +5,9 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "cpu/forward.hpp"
+#if TERNLAB_HAVE_CUDA
+#include "cuda/device_model.hpp"
+#endif
 #include "cpu/threads.hpp"
 #include "deploy/import.hpp"
 #include "io/checkpoint.hpp"
@@ -22,6 +25,9 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
   run.checkpoint = opt.checkpoint.string();
   run.corpus = opt.corpus;
   run.threads = num_threads();
+  require_device(opt.device);  // before any tokenizing: a clear error early
+  data.device = opt.device;
+  run.device = describe_device(opt.device);
   const int64_t V = model.config.vocab_size;
 
   std::vector<int32_t> tokens;
@@ -87,7 +93,45 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
   return data;
 }
 
+#if TERNLAB_HAVE_CUDA
+namespace {
+PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
+  train::TrainOptions quant;  // CpuModel's rule: fixed scales where the model has them, absmean otherwise
+  size_t linears = 0, fixed = 0;
+  for (const auto& v : model.views)
+    if (v.kind == ParamKind::Linear) {
+      ++linears;
+      fixed += model.fixed_scale.count(v.name);
+    }
+  TL_CHECK(fixed == 0 || fixed == linears,
+           "ppl --device cuda: {} of {} linears have fixed scales; the GPU needs all or none", fixed,
+           linears);
+  if (fixed) quant.weight_quant = train::WeightQuantMode::Fixed;
+  const int64_t T = int64_t(data.windows.at(0).tokens.size());
+  cuda::DeviceModel gpu(model, {quant, data.ppl.batch * T});
+  std::vector<int32_t> targets;
+  auto nll = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+                 std::vector<double>& out) {
+    targets.assign(toks.size(), -1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = first; t + 1 < T; ++t) targets[size_t(b * T + t)] = toks[size_t(b * T + t + 1)];
+    gpu.forward(toks, targets, B, T);
+    const std::vector<float> losses = gpu.losses();
+    const int64_t rows = T - 1 - first;
+    out.resize(size_t(B * rows));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < rows; ++i) out[size_t(b * rows + i)] = losses[size_t(b * T + first + i)];
+  };
+  return evaluate_ppl_nll(data.windows, model.config.vocab_size, nll, data.ppl);
+}
+}  // namespace
+#endif
+
 PplResult evaluate_perplexity(const Model& model, const PplData& data) {
+#if TERNLAB_HAVE_CUDA
+  if (data.device == Device::Cuda) return evaluate_perplexity_cuda(model, data);
+#endif
+  require_device(data.device);
   const int64_t V = model.config.vocab_size;
   CpuModel cpu(model);
   std::vector<float> hidden, rows;

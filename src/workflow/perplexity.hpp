@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "eval/ppl.hpp"
+#include "workflow/device.hpp"
 
 namespace tl {
 
@@ -17,6 +18,7 @@ struct PplRunOptions {
   std::filesystem::path input;       // corpus file/dir (default Brown dir) or the token file
   std::string split = "test";
   PplOptions ppl;
+  Device device = Device::Cpu;  // cuda: scored by cuda::DeviceModel (NLL on the GPU)
 };
 
 struct PplRun {
@@ -25,6 +27,7 @@ struct PplRun {
   size_t corpus_tokens = 0;  // tokens in the prepared stream
   double prepare_seconds = 0;
   int threads = 0;
+  std::string device = "cpu";  // what scored it
 };
 
 // Tokenization by protocol: seed -> the study's preparation (rows >= 20 code points, no BOS);
@@ -40,12 +43,14 @@ struct PplData {
   std::vector<PplWindow> windows;
   PplOptions ppl;  // opt.ppl with bos_id resolved
   PplRun run;      // everything but `result`
+  Device device = Device::Cpu;
 };
 // Tokenizes the corpus for `model` (its vocabulary, BOS, context limit) and makes the protocol's windows.
 // tokenizer: the model's own (a GGUF's); null: opt.tokenizer, else <checkpoint>/tokenizer.json.
 PplData prepare_perplexity(const PplRunOptions& opt, const Model& model,
                            const Tokenizer* tokenizer = nullptr);
-// Scores `model` on the prepared windows (tl::CpuModel, the fp32 reference forward).
+// Scores `model` on the prepared windows: tl::CpuModel, the fp32 reference forward, or on the GPU
+// (data.device): cuda::DeviceModel with the same quantizers (fixed scales when the model has them).
 PplResult evaluate_perplexity(const Model& model, const PplData& data);
 
 }  // namespace tl

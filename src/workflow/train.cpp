@@ -18,6 +18,9 @@
 #include "text/tokenizer.hpp"
 #include "train/snap.hpp"
 #include "workflow/prune.hpp"
+#if TERNLAB_HAVE_CUDA
+#include "cuda/device_trainer.hpp"
+#endif
 
 namespace tl {
 
@@ -62,6 +65,7 @@ PplData validation_data(const TrainRunOptions& opt, const Model& m) {
   e.input = opt.input;
   e.split = opt.val_split;
   e.ppl = opt.ppl;
+  e.device = opt.device;
   return prepare_perplexity(e, m);
 }
 
@@ -117,6 +121,25 @@ std::string state_name(const std::string& run) {
   return s;
 }
 
+// Validation perplexity on the training backend's own model (the GPU's copy, its quantizers: what its
+// forward computes), without a second copy of the model.
+PplResult backend_perplexity(train::StepBackend& backend, const PplData& data, int64_t vocab) {
+  std::vector<int32_t> targets;
+  std::vector<float> losses;
+  auto nll = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+                 std::vector<double>& out) {
+    targets.assign(toks.size(), -1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = first; t + 1 < T; ++t) targets[size_t(b * T + t)] = toks[size_t(b * T + t + 1)];
+    backend.eval_losses(toks, targets, B, T, losses);
+    const int64_t rows = T - 1 - first;
+    out.resize(size_t(B * rows));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < rows; ++i) out[size_t(b * rows + i)] = losses[size_t(b * T + first + i)];
+  };
+  return evaluate_ppl_nll(data.windows, vocab, nll, data.ppl);
+}
+
 // One training run (a pretrain, or a level): resumable, logged, evaluated.
 TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const int32_t> tokens,
                          std::vector<TensorMask> masks, const PplData& val, const std::string& name,
@@ -126,7 +149,21 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   const auto t0 = Clock::now();
   const WeightQuantMode mode = opt.train.quant.weight_quant;
   const fs::path state_dir = opt.out_dir / state_name(name);
-  train::Trainer tr(m, opt.train, tokens, std::move(masks));
+  std::unique_ptr<train::StepBackend> backend;
+  if (opt.device == Device::Cuda) {
+#if TERNLAB_HAVE_CUDA
+    cuda::DeviceTrainerOptions d;
+    d.model.quant = opt.train.quant;
+    const int64_t val_tokens =
+        val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
+    d.model.max_tokens = std::max(opt.train.batch / opt.train.grad_accum * opt.train.seq_len, val_tokens);
+    d.model.recompute = opt.recompute;
+    backend = cuda::make_device_step_backend(d);
+#else
+    require_device(opt.device);
+#endif
+  }
+  train::Trainer tr(m, opt.train, tokens, std::move(masks), std::move(backend));
   if (opt.resume && fs::exists(state_dir / "trainer_state.json")) {
     tr.load_state(state_dir);
     log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps,
@@ -158,7 +195,8 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
                total, s.loss, s.lr, s.grad_norm, tps, eta);
     }
     if (opt.eval_every > 0 && s.step % opt.eval_every == 0 && s.step < total) {
-      const double p = evaluate_trained(m, mode, val).ppl;
+      const double p = tr.backend() ? backend_perplexity(*tr.backend(), val, m.config.vocab_size).ppl
+                                    : evaluate_trained(m, mode, val).ppl;
       rec.val_ppl.emplace_back(s.step, p);
       log_info("{}: step {} validation PPL {:.4f}", name, s.step, p);
     }
@@ -220,6 +258,8 @@ std::vector<TensorMask> masks_of_zeros(const Model& m) {
   return out;
 }
 
+}  // namespace
+
 // Scales captured before any pruning (rpt-spec §5.2 step 3): rpt-fixed takes mean|w| over the non-zero
 // latents (the deploy script), fixed the absmean over all entries. A checkpoint's own fixed scales (packed
 // layout) are kept.
@@ -240,8 +280,6 @@ void capture_fixed_scales(Model& m, WeightQuantMode mode) {
     m.fixed_scale[v.name] = float(std::max(s, 1e-5));
   }
 }
-
-}  // namespace
 
 PplResult evaluate_trained(const Model& model, WeightQuantMode mode, const PplData& data) {
   if (mode != WeightQuantMode::RptFixed) return evaluate_perplexity(model, data);

@@ -34,10 +34,12 @@ struct TrainRunOptions {
   std::string val_split = "validation";
   PplOptions ppl;
   train::TrainConfig train;
-  int64_t eval_every = 0;  // validation PPL every N steps (0: only at the ends of a run)
-  int64_t log_every = 10;  // a log line every N steps
-  int64_t save_every = 0;  // a resumable state every N steps (0: only at the end)
-  bool resume = false;     // continue from OUT_DIR/state
+  int64_t eval_every = 0;       // validation PPL every N steps (0: only at the ends of a run)
+  int64_t log_every = 10;       // a log line every N steps
+  int64_t save_every = 0;       // a resumable state every N steps (0: only at the end)
+  bool resume = false;          // continue from OUT_DIR/state
+  Device device = Device::Cpu;  // cuda: steps and validation on the GPU (cuda/device_trainer.hpp)
+  bool recompute = false;       // cuda: activation recomputation (less memory, one more forward)
 };
 
 // One training run's record.
@@ -81,6 +83,10 @@ std::string to_markdown(const TrainRunResult& r);
 // The perplexity of a model under a training quantizer mode: absmean / fixed run directly;
 // rpt-fixed runs on a snapped copy (the effective scales), exactly what training's forward computed.
 PplResult evaluate_trained(const Model& model, train::WeightQuantMode mode, const PplData& data);
+
+// Fixed scales for the fixed / rpt-fixed quantizers, captured before any pruning (rpt-spec §5.2 step 3):
+// rpt-fixed takes mean|w| over the non-zero latents, fixed the absmean; a checkpoint's own are kept.
+void capture_fixed_scales(Model& m, train::WeightQuantMode mode);
 
 // exp(cross-entropy) of the add-one unigram model of `train` on `val` (a floor any trained model must beat).
 double unigram_ppl(std::span<const int32_t> train, std::span<const int32_t> val, int64_t vocab);

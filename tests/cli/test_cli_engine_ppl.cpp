@@ -1,0 +1,130 @@
+// `ternlab ppl --engine fast --head ...`: perplexity on the fast engine (what generate and serve run). With
+// an fp32 head it prints the reference's perplexity exactly, for a checkpoint and for a GGUF file; f16 and
+// int8 heads move it a little; flags that make no sense are refused.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "../common/test_util.hpp"
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Result = tl::test::CommandResult;
+
+Result run(const std::string& args) {
+  return tl::test::run_command(std::string(TERNLAB_BINARY) + " " + args);
+}
+
+nlohmann::json last_json(const std::string& out) {
+  const auto pos = out.rfind("\n{");
+  return nlohmann::json::parse(pos == std::string::npos ? out : out.substr(pos + 1));
+}
+
+// The line of text output that starts with `key` (after the indentation).
+std::string line_of(const std::string& out, const std::string& key) {
+  const auto pos = out.find("  " + key);
+  if (pos == std::string::npos) return "";
+  return out.substr(pos, out.find('\n', pos) - pos);
+}
+
+class CliEnginePpl : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("ternlab-cli-eppl-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    // 256-wide so that every GGUF kind can hold it; an odd number of windows to batch unevenly.
+    const auto r =
+        run("-q init --preset tiny --seed 5 --hidden 256 --ffn 512 --layers 2 --heads 4 --kv-heads 2 "
+            "--vocab 512 --ctx 128 -o " +
+            ck());
+    ASSERT_EQ(r.code, 0) << r.out;
+    const auto e = run("-q export " + ck() + " -o " + gguf() + " --type i2_s");
+    ASSERT_EQ(e.code, 0) << e.out;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string ck() { return (dir_ / "ck").string(); }
+  static std::string gguf() { return (dir_ / "ck-i2_s.gguf").string(); }
+  static const std::string kArgs;
+  static fs::path dir_;
+};
+fs::path CliEnginePpl::dir_;
+const std::string CliEnginePpl::kArgs = " --corpus brown --split test --windows 5 --batch 2 ";
+
+TEST_F(CliEnginePpl, F32HeadPrintsTheReferencePerplexity) {
+  for (const std::string& model : {ck(), gguf()}) {
+    const auto ref = run("-q ppl" + kArgs + model);
+    const auto fast = run("-q ppl --engine fast --head f32" + kArgs + model);
+    ASSERT_EQ(ref.code, 0) << ref.out;
+    ASSERT_EQ(fast.code, 0) << fast.out;
+    EXPECT_EQ(line_of(fast.out, "PPL"), line_of(ref.out, "PPL")) << model;
+    EXPECT_EQ(line_of(fast.out, "mean NLL"), line_of(ref.out, "mean NLL")) << model;
+    EXPECT_FALSE(line_of(ref.out, "PPL").empty());
+    EXPECT_THAT(line_of(ref.out, "engine"), HasSubstr("reference"));
+    EXPECT_THAT(line_of(fast.out, "engine"), HasSubstr("fast"));
+    EXPECT_THAT(line_of(fast.out, "engine"), HasSubstr("LM head f32"));
+    // JSON: the same doubles, and which engine and head
+    const auto jr = last_json(run("-q ppl --json" + kArgs + model).out);
+    const auto jf = last_json(run("-q ppl --json --engine fast --head f32" + kArgs + model).out);
+    EXPECT_EQ(double(jf["ppl"]), double(jr["ppl"])) << model;
+    EXPECT_EQ(double(jf["mean_nll"]), double(jr["mean_nll"])) << model;
+    EXPECT_EQ(jf["tokens_scored"], jr["tokens_scored"]);
+    EXPECT_EQ(jr["engine"], "reference");
+    EXPECT_EQ(jr["head"], "f32");
+    EXPECT_EQ(jf["engine"], "fast");
+    EXPECT_EQ(jf["head"], "f32");
+    EXPECT_TRUE(jf.contains("isa"));
+    EXPECT_FALSE(jr.contains("isa"));
+  }
+}
+
+TEST_F(CliEnginePpl, ReducedHeadsMoveThePerplexityALittle) {
+  for (const std::string& model : {ck(), gguf()}) {
+    const auto f32 = last_json(run("-q ppl --json --engine fast --head f32" + kArgs + model).out);
+    for (const char* head : {"f16", "i8"}) {
+      const auto r = run("-q ppl --json --engine fast --head " + std::string(head) + kArgs + model);
+      ASSERT_EQ(r.code, 0) << r.out;
+      const auto j = last_json(r.out);
+      EXPECT_EQ(j["head"], head);
+      EXPECT_NE(double(j["ppl"]), double(f32["ppl"])) << head << " " << model;
+      EXPECT_NEAR(double(j["ppl"]), double(f32["ppl"]), 0.02 * double(f32["ppl"])) << head << " " << model;
+    }
+  }
+  // auto: as stored (fp32 in a checkpoint, f16 in this GGUF)
+  EXPECT_EQ(last_json(run("-q ppl --json --engine fast" + kArgs + ck()).out)["head"], "f32");
+  const auto g16 = last_json(run("-q ppl --json --engine fast" + kArgs + gguf()).out);
+  EXPECT_EQ(g16["head"], "f16");
+  EXPECT_EQ(double(g16["ppl"]),
+            double(last_json(run("-q ppl --json --engine fast --head f16" + kArgs + gguf()).out)["ppl"]));
+}
+
+TEST_F(CliEnginePpl, RefusesFlagsThatMakeNoSense) {
+  auto r = run("ppl --engine gpu " + ck());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--engine must be fast or reference"));
+  r = run("ppl --engine fast --head q4 " + ck());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--head must be auto, f32, f16 or i8"));
+  for (const char* head : {"i8", "f16", "f32"}) {
+    r = run("ppl --head " + std::string(head) + " " + ck());  // the default engine is the reference
+    EXPECT_NE(r.code, 0) << head;
+    EXPECT_THAT(r.out, HasSubstr("needs --engine fast")) << head;
+    r = run("ppl --engine reference --head " + std::string(head) + " " + ck());
+    EXPECT_NE(r.code, 0) << head;
+    EXPECT_THAT(r.out, HasSubstr("needs --engine fast")) << head;
+  }
+  r = run("ppl --engine fast --hidden-act silu " + ck());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--hidden-act applies to GGUF files only"));
+  r = run("ppl --engine fast --protocol window --ctx 1024 " + ck());  // 128 positions
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("max_position_embeddings"));
+}
+
+}  // namespace
