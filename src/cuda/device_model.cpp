@@ -86,6 +86,8 @@ struct DeviceModel::Impl {
   bool qkv_contig = true, gu_contig = true;
   size_t code_off[7] = {};  // in the layer's code buffer: q|k|v, o, gate|up, down
   size_t layer_codes = 0;
+  bool codes_valid = false;  // constant_weights: `codes` holds all L layers' codes of the current weights
+  bf16* codes_of(int64_t l) const { return opt.constant_weights ? codes + size_t(l) * layer_codes : codes; }
 
   // Device buffers.
   float *params = nullptr, *grads = nullptr, *alpha = nullptr, *eff = nullptr, *fixed = nullptr;
@@ -277,7 +279,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
                                 cudaMemcpyHostToDevice, m.stream));
   TL_CUDA_CHECK(cudaMemcpyAsync(m.rope_sin, rope.sin.data(), rope.sin.size() * sizeof(float),
                                 cudaMemcpyHostToDevice, m.stream));
-  m.codes = m.alloc<bf16>(m.layer_codes, "weight codes");
+  m.codes = m.alloc<bf16>(m.layer_codes * size_t(options.constant_weights ? m.L : 1), "weight codes");
   m.tokens_d = m.alloc<int32_t>(size_t(N), "tokens");
   m.targets_d = m.alloc<int32_t>(size_t(N), "targets");
   m.emb_order = m.alloc<int32_t>(size_t(3 * N + 1), "embedding scatter");
@@ -319,6 +321,7 @@ size_t DeviceModel::num_params() const {
   return impl_->P;
 }
 float* DeviceModel::params_device() {
+  impl_->codes_valid = false;  // the caller may write the weights
   return impl_->params;
 }
 float* DeviceModel::grads_device() {
@@ -355,6 +358,7 @@ void DeviceModel::Impl::ensure_backward_buffers() {
 }
 
 void DeviceModel::Impl::compute_weight_stats() {
+  if (opt.constant_weights && codes_valid) return;
   const int nlin = int(L * 7);
   if (mode == k::kAbsmean || mode == k::kRptFixed)
     k::weight_stats_partial(psum, pcnt, params, lin_desc, nlin, stat_blocks,
@@ -363,7 +367,9 @@ void DeviceModel::Impl::compute_weight_stats() {
 }
 
 void DeviceModel::Impl::quantize_layer(int64_t l) {
+  if (opt.constant_weights && codes_valid) return;
   const int64_t numel[7] = {Q * C, KV * C, KV * C, C * Q, F * C, F * C, C * F};
+  bf16* codes = codes_of(l);
   for (int w = 0; w < 7; ++w)
     k::weight_codes(codes + code_off[w], params + lay[size_t(l)].lin[w], numel[w],
                     mode == k::kOff ? nullptr : alpha + l * 7 + w, stream);
@@ -383,6 +389,7 @@ void DeviceModel::Impl::layer_forward(int64_t l, bool write_next) {
   bf16* ffnp = ffn + s * n * size_t(F);
   const float* e = eff + l * 7;
   quantize_layer(l);
+  bf16* codes = codes_of(l);
 
   // Attention block.
   k::residual_norm_quant(nullptr, x, nullptr, nullptr, nullptr, params + lo.norm_in, N, C, eps, ln1p,
@@ -447,6 +454,7 @@ void DeviceModel::Impl::layer_backward(int64_t l) {
     layer_forward(l, false);  // the saved activations of layer l, from residual[l]
   else
     quantize_layer(l);
+  bf16* codes = codes_of(l);
 
   // down_proj: dres = d residual[l+1] = d(down output).
   k::dy_convert(dyb, dys, dres, N, C, C, C, e + kDown, ffn_s + s * n, stream);
@@ -569,6 +577,7 @@ double DeviceModel::Impl::forward_impl(std::span<const int32_t> tokens, std::spa
   m.compute_weight_stats();
   k::embedding_forward(m.residual, m.tokens_d, m.params + m.off_embed, N, m.C, m.stream);
   for (int64_t l = 0; l < m.L; ++l) m.layer_forward(l, true);
+  if (m.opt.constant_weights) m.codes_valid = true;
   k::rmsnorm_forward(m.lnf, m.lnf_rstd, m.residual + size_t(m.L) * size_t(N) * size_t(m.C),
                      m.params + m.off_normf, N, m.C, m.eps, m.stream);
   const bool want_loss = !targets.empty();
@@ -647,6 +656,7 @@ void DeviceModel::upload_params(std::span<const float> host) {
   TL_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   impl_->has_targets = false;  // the saved activations are of other parameters
   impl_->logits_valid = false;
+  impl_->codes_valid = false;
 }
 
 void DeviceModel::download_params(std::span<float> host) const {

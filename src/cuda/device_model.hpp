@@ -39,8 +39,11 @@ struct DeviceModelOptions {
   train::TrainOptions quant;  // weight quantizer (absmean / fixed / rpt-fixed / off), ActQuant on or off
   int64_t max_tokens = 0;     // largest B*T of any forward; scratch is sized for it (must be >= 1)
   bool keep_logits = false;   // keep the (B*T, V) fp32 logits of the last forward (tests, small models)
-  bool recompute = false;     // activation recomputation: save only layer inputs (the residual stream) and
-                              // one layer's activations, redo each layer's forward in backward
+  // Evaluation: every layer's weight statistics and ternary codes are computed by the first forward and kept
+  // (L x one layer's codes in bf16) until upload_params() or params_device() says the weights changed.
+  bool constant_weights = false;
+  bool recompute = false;  // activation recomputation: save only layer inputs (the residual stream) and
+                           // one layer's activations, redo each layer's forward in backward
   int device = 0;
 };
 

@@ -108,7 +108,11 @@ PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
            linears);
   if (fixed) quant.weight_quant = train::WeightQuantMode::Fixed;
   const int64_t T = int64_t(data.windows.at(0).tokens.size());
-  cuda::DeviceModel gpu(model, {quant, data.ppl.batch * T});
+  cuda::DeviceModelOptions o;
+  o.quant = quant;
+  o.max_tokens = data.ppl.batch * T;
+  o.constant_weights = true;  // codes computed once for all windows
+  cuda::DeviceModel gpu(model, o);
   std::vector<int32_t> targets;
   auto nll = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
                  std::vector<double>& out) {

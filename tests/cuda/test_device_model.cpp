@@ -338,6 +338,37 @@ TEST(CudaDeviceModel, AccumulationZeroGradAndRoundTrip) {
   EXPECT_GT(dm.memory_bytes(), P * 8);
 }
 
+// constant_weights (evaluation): codes built once and reused give the same bits as rebuilding them every
+// forward, for other tokens too; upload_params refreshes them; backward still works.
+TEST(CudaDeviceModel, ConstantWeightsCacheTheCodes) {
+  REQUIRE_GPU();
+  Model m = random_model(tiny_config(), 29);
+  const int64_t B = 2, T = 11, N = B * T;
+  const auto tok1 = test::random_tokens(N, m.config.vocab_size, 3);
+  const auto tok2 = test::random_tokens(N, m.config.vocab_size, 4);
+  DeviceModelOptions o;
+  o.max_tokens = N;
+  DeviceModel plain(m, o);
+  o.constant_weights = true;
+  DeviceModel cached(m, o);
+  for (const auto* tok : {&tok1, &tok2, &tok1}) {
+    const auto tgt = shifted_targets(*tok, B, T);
+    EXPECT_EQ(cached.forward(*tok, tgt, B, T), plain.forward(*tok, tgt, B, T));
+    EXPECT_EQ(cached.losses(), plain.losses());
+  }
+  Model m2 = random_model(tiny_config(), 31);
+  plain.upload_params(m2.params);
+  cached.upload_params(m2.params);
+  const auto tgt = shifted_targets(tok2, B, T);
+  EXPECT_EQ(cached.forward(tok2, tgt, B, T), plain.forward(tok2, tgt, B, T));
+  cached.backward();
+  plain.backward();
+  std::vector<float> g1(plain.num_params()), g2(plain.num_params());
+  plain.download_grads(g1);
+  cached.download_grads(g2);
+  EXPECT_EQ(g1, g2);
+}
+
 TEST(CudaDeviceModel, LogitsWithoutTargets) {
   REQUIRE_GPU();
   Model m = random_model(tiny_config(), 24);
