@@ -36,7 +36,9 @@ case "$mode" in
       ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE slow
     ;;
   fuzz)
-    CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERNLAB_FUZZ=ON \
+    # -O1 with line tables only: a third less compile time than RelWithDebInfo, and still full stack traces.
+    CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=None \
+      -DCMAKE_C_FLAGS="-O1 -gline-tables-only" -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" -DTERNLAB_FUZZ=ON \
       -DTERNLAB_TESTS=ON -DTERNLAB_BENCH=OFF >/dev/null
     cmake --build build-fuzz -j "$jobs"
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
