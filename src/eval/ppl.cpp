@@ -103,6 +103,23 @@ PplResult evaluate_ppl(const std::vector<PplWindow>& windows, int64_t vocab, con
   return evaluate_ppl_nll(windows, vocab, nll, opt);
 }
 
+NllFn nll_from_position_losses(PositionLossFn losses_fn) {
+  return [f = std::move(losses_fn), targets = std::vector<int32_t>(), losses = std::vector<float>()](
+             std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+             std::vector<double>& out) mutable {
+    targets.assign(toks.size(), -1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = first; t + 1 < T; ++t) targets[size_t(b * T + t)] = toks[size_t(b * T + t + 1)];
+    f(toks, targets, B, T, losses);
+    TL_CHECK(int64_t(losses.size()) == B * T, "perplexity: model returned {} losses, expected {}",
+             losses.size(), B * T);
+    const int64_t rows = T - 1 - first;
+    out.resize(size_t(B * rows));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < rows; ++i) out[size_t(b * rows + i)] = losses[size_t(b * T + first + i)];
+  };
+}
+
 PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab, const NllFn& nll_fn,
                            const PplOptions& opt) {
   TL_CHECK(!windows.empty(), "perplexity: no windows to score");

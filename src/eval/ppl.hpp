@@ -72,6 +72,13 @@ using NllFn = std::function<void(std::span<const int32_t> tokens, int64_t B, int
 PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab, const NllFn& nll,
                            const PplOptions& opt);
 
+// An NllFn over a model that returns per-position losses (B*T) for given next-token targets (B*T, -1 where
+// not counted), as training models do: the targets of rows [first_row, T-1) are built and their losses
+// picked.
+using PositionLossFn = std::function<void(std::span<const int32_t> tokens, std::span<const int32_t> targets,
+                                          int64_t B, int64_t T, std::vector<float>& losses)>;
+NllFn nll_from_position_losses(PositionLossFn losses);
+
 // -log softmax(row)[target], in double (max-subtracted), as llama-perplexity computes it.
 double token_nll(const float* logits_row, int64_t vocab, int32_t target);
 

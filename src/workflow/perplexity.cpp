@@ -113,20 +113,12 @@ PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
   o.max_tokens = data.ppl.batch * T;
   o.constant_weights = true;  // codes computed once for all windows
   cuda::DeviceModel gpu(model, o);
-  std::vector<int32_t> targets;
-  auto nll = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
-                 std::vector<double>& out) {
-    targets.assign(toks.size(), -1);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = first; t + 1 < T; ++t) targets[size_t(b * T + t)] = toks[size_t(b * T + t + 1)];
+  auto losses = [&gpu](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B, int64_t T,
+                       std::vector<float>& out) {
     gpu.forward(toks, targets, B, T);
-    const std::vector<float> losses = gpu.losses();
-    const int64_t rows = T - 1 - first;
-    out.resize(size_t(B * rows));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < rows; ++i) out[size_t(b * rows + i)] = losses[size_t(b * T + first + i)];
+    out = gpu.losses();
   };
-  return evaluate_ppl_nll(data.windows, model.config.vocab_size, nll, data.ppl);
+  return evaluate_ppl_nll(data.windows, model.config.vocab_size, nll_from_position_losses(losses), data.ppl);
 }
 }  // namespace
 #endif

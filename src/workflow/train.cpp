@@ -124,20 +124,10 @@ std::string state_name(const std::string& run) {
 // Validation perplexity on the training backend's own model (the GPU's copy, its quantizers: what its
 // forward computes), without a second copy of the model.
 PplResult backend_perplexity(train::StepBackend& backend, const PplData& data, int64_t vocab) {
-  std::vector<int32_t> targets;
-  std::vector<float> losses;
-  auto nll = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
-                 std::vector<double>& out) {
-    targets.assign(toks.size(), -1);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = first; t + 1 < T; ++t) targets[size_t(b * T + t)] = toks[size_t(b * T + t + 1)];
-    backend.eval_losses(toks, targets, B, T, losses);
-    const int64_t rows = T - 1 - first;
-    out.resize(size_t(B * rows));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < rows; ++i) out[size_t(b * rows + i)] = losses[size_t(b * T + first + i)];
-  };
-  return evaluate_ppl_nll(data.windows, vocab, nll, data.ppl);
+  auto losses = [&backend](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B,
+                           int64_t T,
+                           std::vector<float>& out) { backend.eval_losses(toks, targets, B, T, out); };
+  return evaluate_ppl_nll(data.windows, vocab, nll_from_position_losses(losses), data.ppl);
 }
 
 // One training run (a pretrain, or a level): resumable, logged, evaluated.

@@ -130,3 +130,58 @@ TEST(Ppl, ProtocolNames) {
   EXPECT_EQ(parse_ppl_protocol("llama"), PplProtocol::Llama);
   EXPECT_THAT(error_of([] { parse_ppl_protocol("wiki"); }), HasSubstr("unknown perplexity protocol"));
 }
+
+// The path of backends that score on their own (the GPU): per-position losses for given targets, turned into
+// the same NLLs, hence the same result as logits scored on the host, for every protocol and an uneven batch.
+TEST(Ppl, PositionLossesGiveTheSameResultAsLogits) {
+  const int64_t V = 7;
+  auto logit = [](int32_t prev, int64_t pos, int64_t v) {
+    return float((prev * 3 + pos * 5 + v * 7) % 11) * 0.3f;
+  };
+  auto logits_fn = [&](std::span<const int32_t> toks, int64_t B, int64_t T, int64_t first,
+                       std::vector<float>& out) {
+    const int64_t rows = T - 1 - first;
+    out.resize(size_t(B * rows * V));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t v = 0; v < V; ++v)
+          out[size_t((b * rows + i) * V + v)] = logit(toks[size_t(b * T + first + i)], first + i, v);
+  };
+  int64_t calls = 0;
+  auto losses_fn = [&](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B, int64_t T,
+                       std::vector<float>& out) {
+    ++calls;
+    out.assign(size_t(B * T), 0.0f);
+    std::vector<float> row(static_cast<size_t>(V));
+    for (int64_t n = 0; n < B * T; ++n) {
+      if (targets[size_t(n)] < 0) continue;
+      EXPECT_EQ(targets[size_t(n)], toks[size_t(n + 1)]);  // the next token of the same window
+      for (int64_t v = 0; v < V; ++v) row[size_t(v)] = logit(toks[size_t(n)], n % T, v);
+      out[size_t(n)] = float(token_nll(row.data(), V, targets[size_t(n)]));
+    }
+  };
+  for (PplProtocol p : {PplProtocol::Seed, PplProtocol::Llama, PplProtocol::Window}) {
+    PplOptions o;
+    o.protocol = p;
+    o.ctx = 8;
+    o.bos_id = 0;
+    o.batch = 3;
+    o.max_windows = -1;
+    const auto windows = make_ppl_windows(iota_tokens(70, int(V)), o);
+    const PplResult a = evaluate_ppl(windows, V, logits_fn, o);
+    const PplResult b = evaluate_ppl_nll(windows, V, nll_from_position_losses(losses_fn), o);
+    EXPECT_EQ(a.tokens_scored, b.tokens_scored);
+    EXPECT_NEAR(b.mean_nll, a.mean_nll, 1e-6) << ppl_protocol_name(p);  // losses pass through fp32
+    EXPECT_NEAR(b.nll_stderr, a.nll_stderr, 1e-6);
+  }
+  EXPECT_GT(calls, 0);
+  // A backend returning the wrong number of losses is an error, not a silent wrong answer.
+  auto short_fn = [](std::span<const int32_t>, std::span<const int32_t>, int64_t, int64_t,
+                     std::vector<float>& out) { out.assign(3, 0.0f); };
+  PplOptions o;
+  o.protocol = PplProtocol::Window;
+  o.ctx = 8;
+  const auto windows = make_ppl_windows(iota_tokens(16, int(V)), o);
+  EXPECT_THAT(error_of([&] { evaluate_ppl_nll(windows, V, nll_from_position_losses(short_fn), o); }),
+              HasSubstr("losses"));
+}
