@@ -99,7 +99,8 @@ TEST_P(RoundTrip, SavesAndLoads) {
   EXPECT_EQ(l.config.hidden_size, m.config.hidden_size);
   EXPECT_EQ(l.config.tie_word_embeddings, true);
   ASSERT_EQ(l.params.size(), m.params.size());
-  auto stored = [&](float x) { return dtype == DType::BF16 ? bf16_round(x) : x; };
+  const DType stored_dtype = dtype;  // a copy: clang 14 cannot capture a structured binding
+  auto stored = [&](float x) { return stored_dtype == DType::BF16 ? bf16_round(x) : x; };
   for (const auto& v : m.views) {
     if (packed && v.kind == ParamKind::Linear) {
       const TernaryWeight a = quantize_weight(m, v), b = quantize_weight(l, l.view(v.name));
