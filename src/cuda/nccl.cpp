@@ -45,7 +45,7 @@ RankInfo rank_from_environment() {
 
 struct Communicator::Impl {
   ncclComm_t comm = nullptr;
-  double* host_scalar = nullptr;  // device scratch for all_reduce_mean(double)
+  double* scalar_d = nullptr;  // device scratch of all_reduce_mean(double)
 };
 
 Communicator::Communicator(const RankInfo& info) : impl_(std::make_unique<Impl>()), info_(info) {
@@ -67,11 +67,11 @@ Communicator::Communicator(const RankInfo& info) : impl_(std::make_unique<Impl>(
     std::memcpy(&id, bytes.data(), sizeof id);
   }
   TL_NCCL_CHECK(ncclCommInitRank(&impl_->comm, info.world, id, info.rank));
-  TL_CUDA_CHECK(cudaMalloc(&impl_->host_scalar, sizeof(double)));
+  TL_CUDA_CHECK(cudaMalloc(&impl_->scalar_d, sizeof(double)));
 }
 
 Communicator::~Communicator() {
-  if (impl_->host_scalar) cudaFree(impl_->host_scalar);
+  if (impl_->scalar_d) cudaFree(impl_->scalar_d);
   if (impl_->comm) ncclCommDestroy(impl_->comm);
 }
 
@@ -80,10 +80,10 @@ void Communicator::all_reduce_mean(float* buf, size_t n, cudaStream_t stream) {
 }
 
 double Communicator::all_reduce_mean(double value) {
-  TL_CUDA_CHECK(cudaMemcpy(impl_->host_scalar, &value, sizeof value, cudaMemcpyHostToDevice));
+  TL_CUDA_CHECK(cudaMemcpy(impl_->scalar_d, &value, sizeof value, cudaMemcpyHostToDevice));
   TL_NCCL_CHECK(
-      ncclAllReduce(impl_->host_scalar, impl_->host_scalar, 1, ncclFloat64, ncclAvg, impl_->comm, nullptr));
-  TL_CUDA_CHECK(cudaMemcpy(&value, impl_->host_scalar, sizeof value, cudaMemcpyDeviceToHost));
+      ncclAllReduce(impl_->scalar_d, impl_->scalar_d, 1, ncclFloat64, ncclAvg, impl_->comm, nullptr));
+  TL_CUDA_CHECK(cudaMemcpy(&value, impl_->scalar_d, sizeof value, cudaMemcpyDeviceToHost));
   return value;
 }
 
