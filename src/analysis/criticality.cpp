@@ -71,31 +71,87 @@ std::vector<std::string> select_analysis_texts(const std::vector<std::string>& r
 // ---------------------------------------------------------------------------------------------------------
 // Building blocks
 
-void hidden_states_from_embeddings(CpuModel& model, const float* x, int64_t T, std::vector<float>& h) {
-  const int64_t L = model.config().num_hidden_layers, C = model.config().hidden_size;
-  ForwardTaps taps;
-  taps.outputs_only = true;
-  for (int64_t l = 0; l < L; ++l) taps.layers.push_back(int(l));
-  std::vector<float> hidden;  // (T,C) after the final norm: not part of the study's profile
-  model.forward_embeddings(x, 1, T, hidden, &taps);
-  h.resize(size_t((L + 1) * T * C));
-  std::memcpy(h.data(), x, size_t(T * C) * sizeof(float));
-  for (int64_t l = 0; l < L; ++l) {
-    const auto& out = taps.f32.at("layers." + std::to_string(l) + ".output");
-    std::memcpy(h.data() + (l + 1) * T * C, out.data(), size_t(T * C) * sizeof(float));
+namespace {
+
+// Calls the installed hooks (if any), then the runner's after_block from on_block.
+struct ChainedBlockHook : ResidualHooks {
+  ResidualHooks* inner = nullptr;
+  const BlockRunner::AfterBlock* after_block = nullptr;
+  bool stopped = false;
+  explicit ChainedBlockHook(ResidualHooks* installed) : inner(installed) {
+    attention = inner && inner->attention;
+    mlp = inner && inner->mlp;
+    block = true;
   }
+  void on_attention(const HookSite& site, float* o) override { inner->on_attention(site, o); }
+  void on_mlp(const HookSite& site, float* o) override { inner->on_mlp(site, o); }
+  void on_block(const HookSite& site, const float* x_in, float* x_out) override {
+    if (inner && inner->block) inner->on_block(site, x_in, x_out);
+    if (!stopped) stopped = !(*after_block)(site.layer, x_out);
+  }
+};
+
+}  // namespace
+
+CpuBlockRunner::CpuBlockRunner(const Model& model)
+    : owned_(std::make_unique<CpuModel>(model)), cpu_(owned_.get()) {}
+
+void CpuBlockRunner::run_blocks(const float* x, int64_t T, const AfterBlock& after_block) {
+  ResidualHooks* const installed = cpu_->hooks();
+  ChainedBlockHook hook(installed);
+  hook.after_block = &after_block;
+  cpu_->set_hooks(&hook);
+  std::vector<float> hidden;  // (T,C) after the final norm: not part of the measurements
+  try {
+    cpu_->forward_embeddings(x, 1, T, hidden);
+  } catch (...) {
+    cpu_->set_hooks(installed);
+    throw;
+  }
+  cpu_->set_hooks(installed);
 }
 
-std::vector<float> embed(const CpuModel& model, std::span<const int32_t> tokens) {
-  const int64_t C = model.config().hidden_size, V = model.config().vocab_size;
+void hidden_states_from_embeddings(BlockRunner& runner, const float* x, int64_t T, std::vector<float>& h) {
+  const int64_t L = runner.config().num_hidden_layers, C = runner.config().hidden_size;
+  TL_CHECK(T >= 1, "criticality: a sequence needs at least 1 token, found T = {}", T);
+  const size_t n = size_t(T * C);
+  h.resize(size_t(L + 1) * n);
+  std::memcpy(h.data(), x, n * sizeof(float));
+  runner.run_blocks(x, T, [&](int64_t l, float* out) {
+    std::memcpy(h.data() + size_t(l + 1) * n, out, n * sizeof(float));
+    return true;
+  });
+}
+
+void hidden_states_from_embeddings(CpuModel& model, const float* x, int64_t T, std::vector<float>& h) {
+  CpuBlockRunner runner(model);
+  hidden_states_from_embeddings(runner, x, T, h);
+}
+
+namespace {
+
+// x (T,C) = rows tokens of table (V,C).
+std::vector<float> embedding_lookup(const float* table, int64_t V, int64_t C,
+                                    std::span<const int32_t> tokens) {
   std::vector<float> x(tokens.size() * size_t(C));
   for (size_t t = 0; t < tokens.size(); ++t) {
     TL_CHECK(tokens[t] >= 0 && tokens[t] < V, "criticality: token {} at index {} is outside [0, {})",
              tokens[t], t, V);
-    std::memcpy(x.data() + t * size_t(C), model.embedding_rows() + int64_t(tokens[t]) * C,
-                size_t(C) * sizeof(float));
+    std::memcpy(x.data() + t * size_t(C), table + int64_t(tokens[t]) * C, size_t(C) * sizeof(float));
   }
   return x;
+}
+
+}  // namespace
+
+std::vector<float> embed(const BlockRunner& runner, std::span<const int32_t> tokens) {
+  return embedding_lookup(runner.embedding_rows(), runner.config().vocab_size, runner.config().hidden_size,
+                          tokens);
+}
+
+std::vector<float> embed(const CpuModel& model, std::span<const int32_t> tokens) {
+  return embedding_lookup(model.embedding_rows(), model.config().vocab_size, model.config().hidden_size,
+                          tokens);
 }
 
 double relative_perturbation(const float* a, const float* b, size_t n) {
@@ -202,61 +258,42 @@ double kept_norm(const float* x, int64_t T, int64_t C, const uint8_t* keep) {
   return std::sqrt(ss);
 }
 
-// After every block: measure the deviation from the clean stream, then rescale it to relative size eps.
-struct RenormalisingHook : ResidualHooks {
-  const float* h = nullptr;  // (L+1,T,C) clean states
-  const uint8_t* keep = nullptr;
-  double eps = 0;
-  FtleProfile* out = nullptr;
-  std::vector<float> dev;
-  RenormalisingHook() { block = true; }
-  void on_block(const HookSite& site, const float*, float* x_out) override {
-    if (out->vanished_at >= 0) return;  // nothing left to follow
-    const int64_t T = site.T, C = site.C, n = T * C;
-    const float* clean = h + (site.layer + 1) * n;  // (T,C) block l's clean output
-    dev.resize(size_t(n));
-    for (int64_t i = 0; i < n; ++i) dev[size_t(i)] = x_out[i] - clean[i];
-    const double d = kept_norm(dev.data(), T, C, keep), ref = kept_norm(clean, T, C, keep);
-    if (!(d > 0) || !(ref > 0)) {  // no code flipped: the perturbation is gone, the clean path goes on
-      out->vanished_at = site.layer;
-      std::memcpy(x_out, clean, size_t(n) * sizeof(float));
-      return;
-    }
-    out->g.push_back(std::log(d / (eps * ref)));
-    const double scale = eps * ref / d;
-    for (int64_t i = 0; i < n; ++i) x_out[i] = clean[i] + float(scale * dev[size_t(i)]);
-  }
-};
-
 }  // namespace
 
-FtleProfile ftle_profile(CpuModel& model, const float* x, int64_t T, const float* h, const float* direction,
-                         double eps_rel, const uint8_t* keep) {
-  const int64_t C = model.config().hidden_size;
+FtleProfile ftle_profile(BlockRunner& runner, const float* x, int64_t T, const float* h,
+                         const float* direction, double eps_rel, const uint8_t* keep) {
+  const int64_t C = runner.config().hidden_size, n = T * C;
+  TL_CHECK(T >= 1, "criticality: a sequence needs at least 1 token, found T = {}", T);
   TL_CHECK(eps_rel > 0 && eps_rel < 1, "criticality: the FTLE's relative ε must be in (0, 1), found {}",
            eps_rel);
   FtleProfile p;
   const double xn = kept_norm(x, T, C, keep), dn = kept_norm(direction, T, C, keep);
   TL_CHECK(xn > 0 && dn > 0, "criticality: FTLE needs non-zero embeddings and direction");
-  std::vector<float> xp(size_t(T * C));
+  std::vector<float> xp(static_cast<size_t>(n));
   const double scale = eps_rel * xn / dn;  // relative size eps_rel at the embeddings
   for (size_t i = 0; i < xp.size(); ++i) xp[i] = x[i] + float(scale * direction[i]);
-  RenormalisingHook hook;
-  hook.h = h;
-  hook.keep = keep;
-  hook.eps = eps_rel;
-  hook.out = &p;
-  ResidualHooks* saved = model.hooks();
-  model.set_hooks(&hook);
-  std::vector<float> hidden;
-  try {
-    model.forward_embeddings(xp.data(), 1, T, hidden);
-  } catch (...) {
-    model.set_hooks(saved);
-    throw;
-  }
-  model.set_hooks(saved);
+  // After every block: measure the deviation from the clean stream, then rescale it to relative size eps.
+  std::vector<float> dev(static_cast<size_t>(n));
+  runner.run_blocks(xp.data(), T, [&](int64_t l, float* x_out) {
+    const float* clean = h + (l + 1) * n;  // (T,C) block l's clean output
+    for (int64_t i = 0; i < n; ++i) dev[size_t(i)] = x_out[i] - clean[i];
+    const double d = kept_norm(dev.data(), T, C, keep), ref = kept_norm(clean, T, C, keep);
+    if (!(d > 0) || !(ref > 0)) {  // no code flipped: the perturbation is gone, nothing left to follow
+      p.vanished_at = l;
+      return false;
+    }
+    p.g.push_back(std::log(d / (eps_rel * ref)));
+    const double rescale = eps_rel * ref / d;
+    for (int64_t i = 0; i < n; ++i) x_out[i] = clean[i] + float(rescale * dev[size_t(i)]);
+    return true;
+  });
   return p;
+}
+
+FtleProfile ftle_profile(CpuModel& model, const float* x, int64_t T, const float* h, const float* direction,
+                         double eps_rel, const uint8_t* keep) {
+  CpuBlockRunner runner(model);
+  return ftle_profile(runner, x, T, h, direction, eps_rel, keep);
 }
 
 uint64_t noise_seed(uint64_t seed, int64_t seed_index, int64_t text_index) {
@@ -403,9 +440,15 @@ SampleStats sample_stats(const std::vector<double>& v, int64_t excluded, int boo
 
 CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector<int32_t>>& texts,
                                   const CriticalityOptions& opt) {
+  CpuBlockRunner runner(model);
+  return run_criticality(runner, texts, opt);
+}
+
+CriticalityResult run_criticality(BlockRunner& runner, const std::vector<std::vector<int32_t>>& texts,
+                                  const CriticalityOptions& opt) {
   validate(opt);
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t L = model.config().num_hidden_layers, C = model.config().hidden_size;
+  const int64_t L = runner.config().num_hidden_layers, C = runner.config().hidden_size;
   TL_CHECK(L >= 2, "criticality: λ needs at least 2 layers, the model has {}", L);
   TL_CHECK(!texts.empty(), "criticality: no analysis texts");
   CriticalityResult r;
@@ -425,8 +468,8 @@ CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector
     TL_CHECK(!tok.empty(), "criticality: analysis text {} has no tokens", i);
     const int64_t T = int64_t(tok.size());
     r.text_tokens.push_back(T);
-    const std::vector<float> x = embed(model, tok);  // (T,C)
-    hidden_states_from_embeddings(model, x.data(), T, h);
+    const std::vector<float> x = embed(runner, tok);  // (T,C)
+    hidden_states_from_embeddings(runner, x.data(), T, h);
     const bool masked = opt.exclude_bos || opt.outlier_factor > 0;
     const std::vector<uint8_t> keep_v =
         masked ? measurement_mask(tok, h.data(), L, C, opt.exclude_bos, opt.bos_id, opt.outlier_factor)
@@ -440,7 +483,7 @@ CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector
     auto perturbed = [&](const std::vector<float>& noise, double eps) {
       const float e = float(eps);
       for (size_t k = 0; k < x.size(); ++k) xp[k] = x[k] + e * noise[k];  // emb + ε·noise, fp32
-      hidden_states_from_embeddings(model, xp.data(), T, hp);
+      hidden_states_from_embeddings(runner, xp.data(), T, hp);
       return perturbation_profile(h.data(), hp.data(), L, T, C, keep);
     };
     for (size_t s = 0; s < S; ++s) {
@@ -453,7 +496,7 @@ CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector
           study_profiles.push_back(perturbed(noise, opt.study_eps));
       }
       for (size_t f = 0; f < F; ++f)  // the same draw as a direction
-        ftle[f].push_back(ftle_profile(model, x.data(), T, h.data(), noise.data(), opt.ftle_eps[f], keep));
+        ftle[f].push_back(ftle_profile(runner, x.data(), T, h.data(), noise.data(), opt.ftle_eps[f], keep));
     }
   }
   r.study = study_summary(clean_stats, study_profiles);
@@ -543,14 +586,19 @@ void shuffle_linear_weights(Model& model, uint64_t seed) {
 CriticalityReport run_criticality_with_controls(Model& model, const std::vector<std::vector<int32_t>>& texts,
                                                 const CriticalityOptions& opt,
                                                 const std::vector<std::string>& controls,
-                                                uint64_t control_seed) {
+                                                uint64_t control_seed,
+                                                const BlockRunnerFactory& make_runner) {
   validate(opt);
   validate_controls(controls);
+  // A runner of the model's current weights (codes and scales of changed weights), gone after its run.
+  auto measure = [&] {
+    const std::unique_ptr<BlockRunner> runner =
+        make_runner ? make_runner(model) : std::make_unique<CpuBlockRunner>(model);
+    TL_CHECK(runner != nullptr, "criticality: the block runner factory returned nothing");
+    return run_criticality(*runner, texts, opt);
+  };
   CriticalityReport rep;
-  {
-    CpuModel cpu(model);
-    rep.model = run_criticality(cpu, texts, opt);
-  }
+  rep.model = measure();
   // shuffled before random-init: the shuffle must permute the model's own weights
   std::vector<std::string> order;
   for (const char* name : kControlNames)
@@ -560,8 +608,7 @@ CriticalityReport run_criticality_with_controls(Model& model, const std::vector<
       shuffle_linear_weights(model, control_seed);
     else
       init_random(model, control_seed);
-    CpuModel cpu(model);  // codes and scales of the changed weights
-    rep.controls.emplace_back(c, run_criticality(cpu, texts, opt));
+    rep.controls.emplace_back(c, measure());
   }
   return rep;
 }

@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,11 +38,47 @@ std::vector<std::string> select_analysis_texts(const std::vector<std::string>& r
                                                int chars = 500, int min_chars = 100);
 
 // ---------------------------------------------------------------------------------------------------------
-// Building blocks.
+// Where the decoder blocks run: the CPU reference (CpuBlockRunner) or the GPU (cuda/criticality_runner.hpp).
+
+class BlockRunner {
+ public:
+  virtual ~BlockRunner() = default;
+  virtual const BitNetConfig& config() const = 0;
+  // The input embedding table (vocab_size, C), row-major, on the host.
+  virtual const float* embedding_rows() const = 0;
+  // After block l: its output x_out (T,C) on the host. It may change x_out in place (the next block reads
+  // the changed stream); returning false says no later block is needed.
+  using AfterBlock = std::function<bool(int64_t layer, float* x_out)>;
+  // Runs blocks 0, 1, ... of one sequence (batch 1) from x (T,C), the residual stream entering block 0,
+  // calling after_block after each. Errors: T not in [1, max_position_embeddings], and the backend's.
+  virtual void run_blocks(const float* x, int64_t T, const AfterBlock& after_block) = 0;
+};
+
+// The CPU reference: one CpuModel forward per call, after_block called from a block hook (any hooks
+// already installed on the CpuModel still run first). After a false, the forward still finishes (the
+// CPU cannot stop it), but after_block is not called again.
+class CpuBlockRunner final : public BlockRunner {
+ public:
+  explicit CpuBlockRunner(CpuModel& model) : cpu_(&model) {}
+  // Owns a CpuModel of `model` (which must outlive this runner).
+  explicit CpuBlockRunner(const Model& model);
+  const BitNetConfig& config() const override { return cpu_->config(); }
+  const float* embedding_rows() const override { return cpu_->embedding_rows(); }
+  void run_blocks(const float* x, int64_t T, const AfterBlock& after_block) override;
+
+ private:
+  std::unique_ptr<CpuModel> owned_;
+  CpuModel* cpu_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Building blocks. The CpuModel overloads run on a CpuBlockRunner.
 
 // h becomes (L+1, T, C): x (T,C) and every block's output of one sequence run from x.
+void hidden_states_from_embeddings(BlockRunner& runner, const float* x, int64_t T, std::vector<float>& h);
 void hidden_states_from_embeddings(CpuModel& model, const float* x, int64_t T, std::vector<float>& h);
-// x (T,C) = the embedding rows of tokens.
+// x (T,C) = the embedding rows of tokens. Errors: a token outside [0, vocab_size).
+std::vector<float> embed(const BlockRunner& runner, std::span<const int32_t> tokens);
 std::vector<float> embed(const CpuModel& model, std::span<const int32_t> tokens);
 
 // ||b - a||_F / (||a||_F + 1e-8) over n elements: the study's δ (a = clean, b = perturbed).
@@ -79,6 +117,8 @@ struct FtleProfile {
   std::vector<double> g;
   int64_t vanished_at = -1;
 };
+FtleProfile ftle_profile(BlockRunner& runner, const float* x, int64_t T, const float* h,
+                         const float* direction, double eps_rel, const uint8_t* keep = nullptr);
 FtleProfile ftle_profile(CpuModel& model, const float* x, int64_t T, const float* h, const float* direction,
                          double eps_rel, const uint8_t* keep = nullptr);
 
@@ -170,6 +210,8 @@ struct CriticalityResult {
 // texts: token sequences (BOS included as the caller wants), each run alone (batch 1).
 // Errors: no text, an empty text, fewer than 2 layers (λ needs two endpoints), invalid options, a text
 // whose every token is excluded.
+CriticalityResult run_criticality(BlockRunner& runner, const std::vector<std::vector<int32_t>>& texts,
+                                  const CriticalityOptions& opt);
 CriticalityResult run_criticality(CpuModel& model, const std::vector<std::vector<int32_t>>& texts,
                                   const CriticalityOptions& opt);
 
@@ -186,12 +228,17 @@ struct CriticalityReport {
   CriticalityResult model;
   std::vector<std::pair<std::string, CriticalityResult>> controls;  // in the order asked
 };
+// A runner of the Model as it is now (a control changes the weights: each gets a new runner, made after the
+// previous one is gone, so only one copy of a model's codes exists at a time).
+using BlockRunnerFactory = std::function<std::unique_ptr<BlockRunner>(const Model& model)>;
 // Runs the model, then each control in the order given. To fit a 2B model in memory the controls are made
 // IN PLACE: `model` holds the last control's weights afterwards. Noise draws are the same for all.
+// Without make_runner: CpuBlockRunner.
 CriticalityReport run_criticality_with_controls(Model& model, const std::vector<std::vector<int32_t>>& texts,
                                                 const CriticalityOptions& opt,
                                                 const std::vector<std::string>& controls,
-                                                uint64_t control_seed);
+                                                uint64_t control_seed,
+                                                const BlockRunnerFactory& make_runner = nullptr);
 
 nlohmann::json to_json(const CriticalityResult& r);
 nlohmann::json to_json(const CriticalityReport& r);  // the model's fields + "controls" + "comparison"

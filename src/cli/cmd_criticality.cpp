@@ -12,8 +12,12 @@
 #include "core/file.hpp"
 #include "core/parse.hpp"
 #include "cpu/threads.hpp"
+#if TERNLAB_HAVE_CUDA
+#include "cuda/criticality_runner.hpp"
+#endif
 #include "io/checkpoint.hpp"
 #include "text/tokenizer.hpp"
+#include "workflow/device.hpp"
 
 namespace tl::cli {
 namespace {
@@ -23,7 +27,7 @@ namespace fs = std::filesystem;
 struct CritArgs {
   fs::path checkpoint, input, tokenizer, out_dir;
   std::string corpus = "brown", split = "validation", eps = "1e-4,1e-3,1e-2,1e-1", ftle_eps = "1e-3,1e-2";
-  std::string controls = "shuffled,random-init";
+  std::string controls = "shuffled,random-init", device = "cpu";
   int texts = 20, chars = 500, max_tokens = 256, seeds = 3, threads = 0;
   uint64_t seed = 0, control_seed = 1;
   double outlier_factor = 0;
@@ -55,6 +59,8 @@ void run_criticality_cmd(CritArgs& a) {
   validate_controls(controls);
   if (a.exclude_bos) opt.bos_id = 0;  // the real id is checked once the tokenizer is read
   validate(opt);                      // bad flags fail before the checkpoint is read
+  const Device device = parse_device(a.device);
+  require_device(device);
   set_num_threads(a.threads);
 
   const fs::path tok_path = a.tokenizer.empty() ? a.checkpoint / "tokenizer.json" : a.tokenizer;
@@ -72,7 +78,17 @@ void run_criticality_cmd(CritArgs& a) {
     if (int64_t(v.size()) > max_len) v.resize(size_t(max_len));
     ids.push_back(std::move(v));
   }
-  const CriticalityReport rep = run_criticality_with_controls(model, ids, opt, controls, a.control_seed);
+  BlockRunnerFactory runners;  // empty: the CPU reference
+#if TERNLAB_HAVE_CUDA
+  if (device == Device::Cuda) {
+    size_t longest = 0;
+    for (const auto& v : ids) longest = std::max(longest, v.size());
+    runners = cuda::device_block_runners(int64_t(longest), process_group().gpu);
+  }
+#endif
+  const std::string device_text = describe_device(device);
+  const CriticalityReport rep =
+      run_criticality_with_controls(model, ids, opt, controls, a.control_seed, runners);
   const CriticalityResult& r = rep.model;
 
   nlohmann::json j = to_json(rep);
@@ -82,10 +98,11 @@ void run_criticality_cmd(CritArgs& a) {
   j["split"] = a.split;
   j["input"] = a.input.string();
   j["threads"] = num_threads();
+  j["device"] = device_text;
   j["bos_id"] = tok.bos_id();  // -1: the tokenizer has none, so the texts start without BOS
   j["max_tokens"] = max_len;
   const std::string title =
-      fmt::format("Criticality of {} ({} / {})", a.checkpoint.string(), a.corpus, a.split);
+      fmt::format("Criticality of {} ({} / {}, {})", a.checkpoint.string(), a.corpus, a.split, device_text);
   if (!a.out_dir.empty()) {
     fs::create_directories(a.out_dir);
     write_file_atomic(a.out_dir / "criticality.json", j.dump(2) + "\n");
@@ -159,7 +176,7 @@ void run_criticality_cmd(CritArgs& a) {
       seconds += c.seconds;
     }
   }
-  fmt::print("  ({:.2f} s, {} threads)\n", seconds, num_threads());
+  fmt::print("  ({:.2f} s, {}, {} threads)\n", seconds, device_text, num_threads());
 }
 
 const Registrar reg("criticality", 50, [](CLI::App& app) {
@@ -189,6 +206,8 @@ const Registrar reg("criticality", 50, [](CLI::App& app) {
   cmd->add_option("--controls", a->controls, "null models run in the same pass: shuffled,random-init or none")
       ->capture_default_str();
   cmd->add_option("--control-seed", a->control_seed, "seed of the shuffle and of the random init")
+      ->capture_default_str();
+  cmd->add_option("--device", a->device, "cpu | cuda (the decoder blocks run on the GPU)")
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
   cmd->add_flag("--json", a->json, "machine-readable output");

@@ -6,6 +6,7 @@
 
 #include "cli/cli.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/parse.hpp"
 #include "cpu/threads.hpp"
 #include "workflow/train.hpp"
@@ -71,6 +72,8 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--threads", a.threads, "threads (default: all cores)");
   cmd->add_option("--device", a.device, "cpu | cuda: where steps and validation run")->capture_default_str();
   cmd->add_flag("--recompute", o.recompute, "cuda: recompute activations in backward (less memory)");
+  cmd->add_flag("--shard-optimizer", o.shard_optimizer,
+                "cuda, several GPUs (ternlab launch): each GPU keeps 1/N of the AdamW moments");
   cmd->add_flag("--json", a.json, "print the report as JSON");
 }
 
@@ -84,6 +87,13 @@ void prepare(TrainArgs& a) {
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
   a.opt.device = parse_device(a.device);
   TL_CHECK(!a.opt.recompute || a.opt.device == Device::Cuda, "--recompute applies to --device cuda only");
+  const ProcessGroup& g = process_group();  // one process of several (ternlab launch): checked here, early
+  TL_CHECK(
+      !a.opt.shard_optimizer || g.world > 1,
+      "--shard-optimizer splits the AdamW moments over several GPUs: run under `ternlab launch --gpus N`");
+  TL_CHECK(g.world == 1 || a.opt.device == Device::Cuda, "{} processes (one per GPU) need --device cuda",
+           g.world);
+  if (!g.writes_outputs() && log_level() < LogLevel::Warn) set_log_level(LogLevel::Warn);  // rank 0 reports
   if (t.warmup == -1) t.warmup = t.steps / 10;
   validate(t);  // impossible hyper-parameters fail before anything is read
   validate(a.opt.ppl);
@@ -93,6 +103,7 @@ void prepare(TrainArgs& a) {
 }
 
 void print(const TrainRunResult& r, bool json) {
+  if (!process_group().writes_outputs()) return;
   if (json) {
     fmt::print("{}\n", to_json(r).dump(2));
     return;

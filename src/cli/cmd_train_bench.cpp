@@ -6,6 +6,7 @@
 
 #include "cli/cli.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/parse.hpp"
 #include "cpu/threads.hpp"
 #include "workflow/train_bench.hpp"
@@ -39,6 +40,8 @@ const Registrar reg("train-bench", 64, [](CLI::App& app) {
   cmd->add_option("--precision", a->precision, "fp32 (master weights) or bf16 (the study's)")
       ->capture_default_str();
   cmd->add_flag("--recompute", a->opt.recompute, "cuda: recompute activations in backward");
+  cmd->add_flag("--shard-optimizer", a->opt.shard_optimizer,
+                "several GPUs (ternlab launch): each GPU keeps 1/N of the AdamW moments");
   cmd->add_option("--peak-tflops", a->peak_tflops, "the device's dense bf16 peak, for MFU")
       ->capture_default_str();
   cmd->add_option("--seed", a->opt.seed, "seed of the random tokens and sampling")->capture_default_str();
@@ -60,7 +63,13 @@ const Registrar reg("train-bench", 64, [](CLI::App& app) {
     o.peak_flops = a->peak_tflops * 1e12;
     TL_CHECK(a->threads >= 0, "--threads must be >= 0, found {}", a->threads);
     set_num_threads(a->threads);
+    const ProcessGroup& g = process_group();
+    TL_CHECK(
+        !o.shard_optimizer || g.world > 1,
+        "--shard-optimizer splits the AdamW moments over several GPUs: run under `ternlab launch --gpus N`");
+    if (!g.writes_outputs() && log_level() < LogLevel::Warn) set_log_level(LogLevel::Warn);
     const TrainBenchResult r = run_train_bench(o);
+    if (!g.writes_outputs()) return;  // rank 0 reports
     bool failed = false;
     for (const auto& x : r.rows) failed |= !x.error.empty();
     if (a->json)

@@ -14,6 +14,7 @@
 #include "cuda/check.hpp"
 #include "cuda/gemm.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/profile.hpp"
 
 namespace tl::cuda {
 
@@ -44,7 +45,10 @@ std::string device_description(int device) {
 namespace {
 
 // Rows of logits formed at a time: at most this many elements (fp32 logits + bf16 gradients of a chunk).
-constexpr int64_t kChunkElems = int64_t(1) << 25;
+// LM head rows per chunk: chunk x V fp32 logits (1 GiB at most). Every chunk's backward adds its share into
+// the whole (V, C) head gradient, so small chunks multiply that traffic: 256-row chunks cost 41 ms of a
+// 496 ms step at the 2b4t shape, batch 64 (H200).
+constexpr int64_t kChunkElems = int64_t(1) << 28;
 
 int weight_mode(train::WeightQuantMode m) {
   switch (m) {
@@ -83,11 +87,18 @@ struct DeviceModel::Impl {
     size_t norm_in, norm_attn_sub, norm_post, norm_ffn_sub;
   };
   std::vector<LayerOff> lay;
+  // Data parallelism: where each layer's tensors begin in the flat layout ((L+1): layer_begin[L] = the end of
+  // the last layer), when the layout is embedding | layer 0 | ... | layer L-1 | the rest; empty otherwise.
+  std::vector<size_t> layer_begin;
+  DeviceModel::GradsReadyHook grads_ready;
   bool qkv_contig = true, gu_contig = true;
   size_t code_off[7] = {};  // in the layer's code buffer: q|k|v, o, gate|up, down
   size_t layer_codes = 0;
   bool codes_valid = false;  // constant_weights: `codes` holds all L layers' codes of the current weights
-  bf16* codes_of(int64_t l) const { return opt.constant_weights ? codes + size_t(l) * layer_codes : codes; }
+  // Every layer's codes are kept from the forward for the backward (and, with constant_weights, across
+  // forwards), except with recompute, where one layer's are (re)made at a time to save memory.
+  bool keep_codes = false;
+  bf16* codes_of(int64_t l) const { return keep_codes ? codes + size_t(l) * layer_codes : codes; }
 
   // Device buffers.
   float *params = nullptr, *grads = nullptr, *alpha = nullptr, *eff = nullptr, *fixed = nullptr;
@@ -118,6 +129,13 @@ struct DeviceModel::Impl {
   bf16 *dyb = nullptr, *dys = nullptr;
   float* dlogits = nullptr;  // (chunk, V): the logits chunk itself unless logits are kept
   double* dw_partial = nullptr;
+  // Attention through batched GEMMs (k::attention_forward_gemm): transient scratch, allocated by the first
+  // forward that can use it; sequences whose work does not fit take the O(T) kernels.
+  float* attn_scratch = nullptr;
+  size_t attn_scratch_bytes = 0;
+  void attention_fwd(float* out, float* lse_out, const float* qkv_in);
+  void attention_bwd(float* dqkv_out, const float* dout, const float* out, const float* qkv_in,
+                     const float* lse_in);
 
   // Last forward.
   int64_t B = 0, T = 0, N = 0, count = 0;
@@ -240,6 +258,22 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
         m.qkv_contig && lo.lin[kK] == lo.lin[kQ] + size_t(Q * C) && lo.lin[kV] == lo.lin[kK] + size_t(KV * C);
     m.gu_contig = m.gu_contig && lo.lin[kUp] == lo.lin[kGate] + size_t(F * C);
   }
+  {  // the ranges of the gradients-ready hook: every layer's tensors contiguous, in order, after the
+     // embedding
+    std::vector<size_t> lo(size_t(L), SIZE_MAX), hi(size_t(L), 0);
+    for (const ParamView& v : model.views)
+      for (int64_t l = 0; l < L; ++l)
+        if (v.name.starts_with(Model::layer_prefix(l))) {
+          lo[size_t(l)] = std::min(lo[size_t(l)], v.offset);
+          hi[size_t(l)] = std::max(hi[size_t(l)], v.offset + v.numel);
+        }
+    bool ordered = L > 0 && lo[0] == m.off_embed + size_t(V * C) && m.off_embed == 0;
+    for (int64_t l = 0; l + 1 < L && ordered; ++l) ordered = hi[size_t(l)] == lo[size_t(l + 1)];
+    if (ordered) {
+      m.layer_begin = lo;
+      m.layer_begin.push_back(hi[size_t(L - 1)]);
+    }
+  }
   m.code_off[kQ] = 0;
   m.code_off[kK] = size_t(Q * C);
   m.code_off[kV] = size_t((Q + KV) * C);
@@ -279,7 +313,8 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
                                 cudaMemcpyHostToDevice, m.stream));
   TL_CUDA_CHECK(cudaMemcpyAsync(m.rope_sin, rope.sin.data(), rope.sin.size() * sizeof(float),
                                 cudaMemcpyHostToDevice, m.stream));
-  m.codes = m.alloc<bf16>(m.layer_codes * size_t(options.constant_weights ? m.L : 1), "weight codes");
+  m.keep_codes = options.constant_weights || !options.recompute;
+  m.codes = m.alloc<bf16>(m.layer_codes * size_t(m.keep_codes ? m.L : 1), "weight codes");
   m.tokens_d = m.alloc<int32_t>(size_t(N), "tokens");
   m.targets_d = m.alloc<int32_t>(size_t(N), "targets");
   m.emb_order = m.alloc<int32_t>(size_t(3 * N + 1), "embedding scatter");
@@ -375,6 +410,28 @@ void DeviceModel::Impl::quantize_layer(int64_t l) {
                     mode == k::kOff ? nullptr : alpha + l * 7 + w, stream);
 }
 
+namespace {
+constexpr size_t kAttentionScratchCap = size_t(768) << 20;  // bytes
+}
+
+void DeviceModel::Impl::attention_fwd(float* out, float* lse_out, const float* qkv_in) {
+  const size_t per = k::attention_gemm_bytes_per_sequence(T, NH, NKV, hd);
+  if (!attn_scratch && per <= kAttentionScratchCap) {
+    attn_scratch_bytes = std::min(kAttentionScratchCap, per * size_t(std::max<int64_t>(1, maxN / T)));
+    attn_scratch = alloc<float>(attn_scratch_bytes / sizeof(float), "attention scratch");
+  }
+  if (!k::attention_forward_gemm(*gemm, attn_scratch, attn_scratch ? attn_scratch_bytes : 0, out, lse_out,
+                                 qkv_in, B, T, NH, NKV, hd, stream))
+    k::attention_forward(out, lse_out, qkv_in, B, T, NH, NKV, hd, stream);
+}
+
+void DeviceModel::Impl::attention_bwd(float* dqkv_out, const float* dout, const float* out,
+                                      const float* qkv_in, const float* lse_in) {
+  if (!k::attention_backward_gemm(*gemm, attn_scratch, attn_scratch ? attn_scratch_bytes : 0, dqkv_out, Dbuf,
+                                  dout, out, qkv_in, lse_in, B, T, NH, NKV, hd, stream))
+    k::attention_backward(dqkv_out, Dbuf, dout, out, qkv_in, lse_in, B, T, NH, NKV, hd, stream);
+}
+
 void DeviceModel::Impl::layer_forward(int64_t l, bool write_next) {
   const LayerOff& lo = lay[size_t(l)];
   const size_t s = sl(l), n = size_t(N);
@@ -389,29 +446,41 @@ void DeviceModel::Impl::layer_forward(int64_t l, bool write_next) {
   bf16* ffnp = ffn + s * n * size_t(F);
   const float* e = eff + l * 7;
   quantize_layer(l);
+  TL_PROF(stream, "fwd weight codes");
   bf16* codes = codes_of(l);
 
   // Attention block.
   k::residual_norm_quant(nullptr, x, nullptr, nullptr, nullptr, params + lo.norm_in, N, C, eps, ln1p,
                          ln1_rstd + s * n, ln1_s + s * n, aq, stream);
+  TL_PROF(stream, "fwd norm+actquant");
   gemm_bf16(false, true, N, W, C, 1.f, ln1p, C, codes + code_off[kQ], C, 0.f, qkvp, W);
+  TL_PROF(stream, "fwd gemm qkv");
   k::qkv_post(qkvp, N, T, NH, NKV, hd, e + kQ, ln1_s + s * n, rope_cos, rope_sin, stream);
-  k::attention_forward(attp, lse + s * n * size_t(NH), qkvp, B, T, NH, NKV, hd, stream);
+  TL_PROF(stream, "fwd qkv scale+rope");
+  attention_fwd(attp, lse + s * n * size_t(NH), qkvp);
+  TL_PROF(stream, "fwd attention");
   k::residual_norm_quant(nullptr, attp, nullptr, nullptr, nullptr, params + lo.norm_attn_sub, N, Q, eps,
                          attsubp, attsub_rstd + s * n, attsub_s + s * n, aq, stream);
+  TL_PROF(stream, "fwd norm+actquant");
   gemm_bf16(false, true, N, C, Q, 1.f, attsubp, Q, codes + code_off[kO], Q, 0.f, acc, C);
+  TL_PROF(stream, "fwd gemm o");
   // mid = x + o_proj output, then post_attention_layernorm (+ ActQuant) of it.
   k::residual_norm_quant(midp, x, acc, e + kO, attsub_s + s * n, params + lo.norm_post, N, C, eps, ln2p,
                          ln2_rstd + s * n, ln2_s + s * n, aq, stream);
+  TL_PROF(stream, "fwd norm+actquant");
 
   // MLP block.
   gemm_bf16(false, true, N, 2 * F, C, 1.f, ln2p, C, codes + code_off[kGate], C, 0.f, gup, 2 * F);
+  TL_PROF(stream, "fwd gemm gate|up");
   k::gated_norm_quant(gup, hact, e + kGate, ln2_s + s * n, N, F, relu2, params + lo.norm_ffn_sub, eps, ffnp,
                       ffn_rstd + s * n, ffn_s + s * n, aq, stream);
+  TL_PROF(stream, "fwd relu2+norm+actquant");
   gemm_bf16(false, true, N, C, F, 1.f, ffnp, F, codes + code_off[kDown], F, 0.f, acc, C);
+  TL_PROF(stream, "fwd gemm down");
   if (write_next)
     k::residual_add_scaled(residual + size_t(l + 1) * n * size_t(C), midp, acc, e + kDown, ffn_s + s * n, N,
                            C, stream);
+  TL_PROF(stream, "fwd residual add");
 }
 
 void DeviceModel::Impl::head_pass(bool want_loss, bool want_grad) {
@@ -423,15 +492,19 @@ void DeviceModel::Impl::head_pass(bool want_loss, bool want_grad) {
     const float* head = params + off_head;
     if (!(logits_all && logits_valid))
       gemm->matmul(false, true, rows, V, C, 1.f, x, C, head, C, 0.f, lg, V, OutType::F32, InType::TF32);
+    TL_PROF(stream, "head gemm logits (tf32)");
     if (want_loss || want_grad)
       k::crossentropy(want_loss ? losses_d + r0 : nullptr, want_grad ? dlogits : nullptr, lg, targets_d + r0,
                       rows, V, dloss, stream);
+    TL_PROF(stream, "head cross-entropy");
     if (want_grad) {
       // d lnf rows (into dx) = dlogits . head;  d head += dlogits^T . lnf rows.
       gemm->matmul(false, false, rows, C, V, 1.f, dlogits, V, head, C, 0.f, dx + size_t(r0) * size_t(C), C,
                    OutType::F32, InType::TF32);
+      TL_PROF(stream, "head gemm dx (tf32)");
       gemm->matmul(true, false, V, C, rows, 1.f, dlogits, V, x, C, 1.f, grads + off_head, C, OutType::F32,
                    InType::TF32);
+      TL_PROF(stream, "head gemm dW (tf32)");
     }
   }
   if (logits_all) logits_valid = true;
@@ -452,41 +525,60 @@ void DeviceModel::Impl::layer_backward(int64_t l) {
   const float* e = eff + l * 7;
   if (slots == 1 && opt.recompute)
     layer_forward(l, false);  // the saved activations of layer l, from residual[l]
-  else
+  else if (!keep_codes)
     quantize_layer(l);
+  TL_PROF(stream, "bwd weight codes (or recompute)");
   bf16* codes = codes_of(l);
 
   // down_proj: dres = d residual[l+1] = d(down output).
   k::dy_convert(dyb, dys, dres, N, C, C, C, e + kDown, ffn_s + s * n, stream);
+  TL_PROF(stream, "bwd dy convert");
   gemm_bf16(false, false, N, F, C, 1.f, dyb, C, codes + code_off[kDown], F, 0.f, dx, F);
+  TL_PROF(stream, "bwd gemm dx down");
   gemm_bf16(true, false, C, F, N, 1.f, dys, C, ffnp, F, 1.f, grads + lo.lin[kDown], F);
+  TL_PROF(stream, "bwd gemm dW down");
   // ffn_sub_norm and the gated activation, to d gate|up as GEMM operands.
   k::gated_rmsnorm_dweight(grads + lo.norm_ffn_sub, dw_partial, dx, gup, ffn_rstd + s * n, N, F, relu2,
                            stream);
+  TL_PROF(stream, "bwd norm dweight");
   k::gated_norm_backward(dyb, dys, dx, gup, params + lo.norm_ffn_sub, ffn_rstd + s * n, e + kGate,
                          ln2_s + s * n, N, F, relu2, stream);
+  TL_PROF(stream, "bwd relu2+norm");
   gemm_bf16(false, false, N, C, 2 * F, 1.f, dyb, 2 * F, codes + code_off[kGate], C, 0.f, dx, C);
+  TL_PROF(stream, "bwd gemm dx gate|up");
   if (gu_contig) {
     gemm_bf16(true, false, 2 * F, C, N, 1.f, dys, 2 * F, ln2p, C, 1.f, grads + lo.lin[kGate], C);
   } else {
     gemm_bf16(true, false, F, C, N, 1.f, dys, 2 * F, ln2p, C, 1.f, grads + lo.lin[kGate], C);
     gemm_bf16(true, false, F, C, N, 1.f, dys + F, 2 * F, ln2p, C, 1.f, grads + lo.lin[kUp], C);
   }
+  TL_PROF(stream, "bwd gemm dW gate|up");
   // post_attention_layernorm: dres += its input gradient, so dres = d mid.
   k::rmsnorm_dweight(grads + lo.norm_post, dw_partial, dx, midp, ln2_rstd + s * n, N, C, stream);
+  TL_PROF(stream, "bwd norm dweight");
   k::rmsnorm_backward(dres, true, dx, midp, params + lo.norm_post, ln2_rstd + s * n, N, C, stream);
+  TL_PROF(stream, "bwd norm");
 
   // o_proj: d(o output) = d mid.
   k::dy_convert(dyb, dys, dres, N, C, C, C, e + kO, attsub_s + s * n, stream);
+  TL_PROF(stream, "bwd dy convert");
   gemm_bf16(false, false, N, Q, C, 1.f, dyb, C, codes + code_off[kO], Q, 0.f, dx, Q);
+  TL_PROF(stream, "bwd gemm dx o");
   gemm_bf16(true, false, C, Q, N, 1.f, dys, C, attsubp, Q, 1.f, grads + lo.lin[kO], Q);
+  TL_PROF(stream, "bwd gemm dW o");
   k::rmsnorm_dweight(grads + lo.norm_attn_sub, dw_partial, dx, attp, attsub_rstd + s * n, N, Q, stream);
+  TL_PROF(stream, "bwd norm dweight");
   k::rmsnorm_backward(datt, false, dx, attp, params + lo.norm_attn_sub, attsub_rstd + s * n, N, Q, stream);
+  TL_PROF(stream, "bwd norm");
   // Attention, RoPE, then q|k|v projections.
-  k::attention_backward(dqkv, Dbuf, datt, attp, qkvp, lse + s * n * size_t(NH), B, T, NH, NKV, hd, stream);
+  attention_bwd(dqkv, datt, attp, qkvp, lse + s * n * size_t(NH));
+  TL_PROF(stream, "bwd attention");
   k::rope_backward(dqkv, N, T, NH, NKV, hd, rope_cos, rope_sin, stream);
+  TL_PROF(stream, "bwd rope");
   k::dy_convert(dyb, dys, dqkv, N, W, Q, Q + KV, e + kQ, ln1_s + s * n, stream);
+  TL_PROF(stream, "bwd dy convert");
   gemm_bf16(false, false, N, C, W, 1.f, dyb, W, codes + code_off[kQ], C, 0.f, dx, C);
+  TL_PROF(stream, "bwd gemm dx qkv");
   if (qkv_contig) {
     gemm_bf16(true, false, W, C, N, 1.f, dys, W, ln1p, C, 1.f, grads + lo.lin[kQ], C);
   } else {
@@ -494,9 +586,12 @@ void DeviceModel::Impl::layer_backward(int64_t l) {
     gemm_bf16(true, false, KV, C, N, 1.f, dys + Q, W, ln1p, C, 1.f, grads + lo.lin[kK], C);
     gemm_bf16(true, false, KV, C, N, 1.f, dys + Q + KV, W, ln1p, C, 1.f, grads + lo.lin[kV], C);
   }
+  TL_PROF(stream, "bwd gemm dW qkv");
   // input_layernorm: dres = d residual[l].
   k::rmsnorm_dweight(grads + lo.norm_in, dw_partial, dx, x, ln1_rstd + s * n, N, C, stream);
+  TL_PROF(stream, "bwd norm dweight");
   k::rmsnorm_backward(dres, true, dx, x, params + lo.norm_in, ln1_rstd + s * n, N, C, stream);
+  TL_PROF(stream, "bwd norm");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -539,6 +634,7 @@ double DeviceModel::Impl::forward_impl(std::span<const int32_t> tokens, std::spa
            "cuda forward: every one of the {} targets is {} (ignored); the mean loss is undefined", N,
            train::kIgnoreTarget);
   TL_CUDA_CHECK(cudaSetDevice(m.opt.device));
+  TL_PROF(m.stream, "idle: host between forwards");
   m.has_targets = false;
   m.logits_valid = false;
   m.B = B;
@@ -574,12 +670,16 @@ double DeviceModel::Impl::forward_impl(std::span<const int32_t> tokens, std::spa
     TL_CUDA_CHECK(cudaMemcpyAsync(m.emb_order, m.emb_host.data(), m.emb_host.size() * sizeof(int32_t),
                                   cudaMemcpyHostToDevice, m.stream));
   }
+  TL_PROF(m.stream, "inputs upload");
   m.compute_weight_stats();
+  TL_PROF(m.stream, "weight stats");
   k::embedding_forward(m.residual, m.tokens_d, m.params + m.off_embed, N, m.C, m.stream);
+  TL_PROF(m.stream, "embedding fwd");
   for (int64_t l = 0; l < m.L; ++l) m.layer_forward(l, true);
   if (m.opt.constant_weights) m.codes_valid = true;
   k::rmsnorm_forward(m.lnf, m.lnf_rstd, m.residual + size_t(m.L) * size_t(N) * size_t(m.C),
                      m.params + m.off_normf, N, m.C, m.eps, m.stream);
+  TL_PROF(m.stream, "final norm");
   const bool want_loss = !targets.empty();
   if (fused_backward) {  // loss and logit gradients from the same logits: no recomputation
     m.ensure_backward_buffers();
@@ -594,7 +694,9 @@ double DeviceModel::Impl::forward_impl(std::span<const int32_t> tokens, std::spa
   }
   TL_CUDA_CHECK(cudaMemcpyAsync(m.losses_h.data(), m.losses_d, size_t(N) * sizeof(float),
                                 cudaMemcpyDeviceToHost, m.stream));
+  TL_PROF(m.stream, "losses download");
   TL_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  if (prof::enabled()) prof::flush();
   double sum = 0;
   for (float v : m.losses_h) sum += double(v);
   m.loss = sum / double(count);
@@ -616,8 +718,23 @@ void DeviceModel::Impl::body_backward() {
   const float* xL = residual + size_t(L) * size_t(N) * size_t(C);
   k::rmsnorm_dweight(grads + off_normf, dw_partial, dx, xL, lnf_rstd, N, C, stream);
   k::rmsnorm_backward(dres, false, dx, xL, params + off_normf, lnf_rstd, N, C, stream);
-  for (int64_t l = L - 1; l >= 0; --l) layer_backward(l);
+  TL_PROF(stream, "bwd final norm");
+  const bool ranges = grads_ready && !layer_begin.empty();
+  for (int64_t l = L - 1; l >= 0; --l) {
+    layer_backward(l);
+    // the head, the final norm and layers >= l are final (the embedding may still get the tied head's share)
+    if (ranges) grads_ready(layer_begin[size_t(l)], l == L - 1 ? P : layer_begin[size_t(l + 1)]);
+  }
   k::embedding_backward(grads + off_embed, dres, emb_order, emb_seg, emb_tok, emb_unique, C, stream);
+  TL_PROF(stream, "bwd embedding scatter");
+  if (ranges)
+    grads_ready(0, layer_begin[0]);
+  else if (grads_ready)
+    grads_ready(0, P);
+}
+
+void DeviceModel::set_grads_ready_hook(GradsReadyHook hook) {
+  impl_->grads_ready = std::move(hook);
 }
 
 std::vector<float> DeviceModel::losses() const {
@@ -646,6 +763,7 @@ std::vector<float> DeviceModel::weight_scales() const {
 
 void DeviceModel::zero_grad() {
   TL_CUDA_CHECK(cudaMemsetAsync(impl_->grads, 0, impl_->P * sizeof(float), impl_->stream));
+  TL_PROF(impl_->stream, "zero grads");
 }
 
 void DeviceModel::upload_params(std::span<const float> host) {
@@ -672,6 +790,41 @@ void DeviceModel::download_grads(std::span<float> host) const {
   TL_CHECK(host.size() == m.P, "cuda model: download_grads expects {} floats, found {}", m.P, host.size());
   TL_CUDA_CHECK(cudaMemcpyAsync(host.data(), m.grads, m.P * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
   TL_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+}
+
+void DeviceModel::block_forward(int64_t l, const float* x_in, int64_t T, float* x_out) {
+  Impl& m = *impl_;
+  TL_CHECK(l >= 0 && l < m.L, "cuda block_forward: layer {} is outside [0, {})", l, m.L);
+  TL_CHECK(T >= 1 && T <= m.cfg.max_position_embeddings,
+           "cuda block_forward: T = {} is outside [1, max_position_embeddings = {}]", T,
+           m.cfg.max_position_embeddings);
+  TL_CHECK(T <= m.maxN, "cuda block_forward: T = {} exceeds max_tokens = {}", T, m.maxN);
+  TL_CHECK(x_in != nullptr && x_out != nullptr, "cuda block_forward: no input or output array");
+  TL_CUDA_CHECK(cudaSetDevice(m.opt.device));
+  // The last forward's state is gone: its saved activations are overwritten below.
+  m.has_targets = false;
+  m.logits_valid = false;
+  m.loss = std::numeric_limits<double>::quiet_NaN();
+  m.count = 0;
+  m.losses_h.clear();
+  m.B = 1;
+  m.T = T;
+  m.N = T;
+  if (!(m.opt.constant_weights && m.codes_valid)) {
+    m.compute_weight_stats();
+    if (m.opt.constant_weights) {  // every layer's codes now, so later blocks reuse them
+      for (int64_t j = 0; j < m.L; ++j) m.quantize_layer(j);
+      m.codes_valid = true;
+    }  // otherwise layer_forward quantizes layer l
+  }
+  // layer_forward reads residual[l] (T,C) and writes residual[l+1] (T,C), rows laid out for N = T.
+  const size_t n = size_t(T) * size_t(m.C);
+  float* in_d = m.residual + size_t(l) * n;
+  const float* out_d = m.residual + size_t(l + 1) * n;
+  TL_CUDA_CHECK(cudaMemcpyAsync(in_d, x_in, n * sizeof(float), cudaMemcpyHostToDevice, m.stream));
+  m.layer_forward(l, true);
+  TL_CUDA_CHECK(cudaMemcpyAsync(x_out, out_d, n * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+  TL_CUDA_CHECK(cudaStreamSynchronize(m.stream));  // x_out is ready; asynchronous errors surface here
 }
 
 }  // namespace tl::cuda

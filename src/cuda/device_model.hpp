@@ -20,6 +20,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -91,12 +92,25 @@ class DeviceModel {
   void upload_params(std::span<const float> host);
   void download_params(std::span<float> host) const;
   void download_grads(std::span<float> host) const;
+  // Data parallelism: while backward is being queued, hook(begin, end) is called each time the gradients
+  // [begin, end) of the flat layout are final for this backward (the work producing them is queued on
+  // stream()): after each layer, last to first, then the embedding. The ranges cover [0, num_params()) once
+  // each (one call with all of it when the layout is not embedding | layers | the rest). Empty: no calls.
+  using GradsReadyHook = std::function<void(size_t begin, size_t end)>;
+  void set_grads_ready_hook(GradsReadyHook hook);
   // The CUDA stream every kernel of this model runs on (a cudaStream_t).
   void* stream() const;
 
   // Peak device memory allocated by this object (bytes): parameters, gradients, saved activations, scratch
   // (the backward's from its first call), the cuBLASLt workspace.
   size_t memory_bytes() const;
+
+  // Inference of one decoder block l on one sequence (batch 1): x_in (T,C) is the residual stream entering
+  // block l (host), x_out (T,C) the stream leaving it (host); both may be the same array. The forward's
+  // numerics (see above); with constant_weights the codes of all layers are computed by the first call. It
+  // overwrites the saved activations: backward() needs a new forward() afterwards. Errors: l outside
+  // [0, L), T < 1, T > max_tokens or max_position_embeddings.
+  void block_forward(int64_t l, const float* x_in, int64_t T, float* x_out);
 
  private:
   struct Impl;

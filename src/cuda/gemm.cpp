@@ -2,6 +2,7 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -25,7 +26,7 @@ uint32_t alignment_of(const void* p) {
 }
 
 using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, uint32_t,
-                       uint32_t, uint32_t>;
+                       uint32_t, uint32_t, int64_t, int64_t, int64_t, int64_t>;
 
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -70,19 +71,45 @@ size_t Gemm::workspace_bytes() const {
 }
 
 void Gemm::matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
-                  const void* B, int64_t ldb, float beta, void* C, int64_t ldc, OutType ctype, InType itype) {
-  if (M <= 0 || N <= 0) return;
+                  const void* B, int64_t ldb, float beta, void* C, int64_t ldc, OutType ctype, InType itype,
+                  Batch batch) {
+  if (M <= 0 || N <= 0 || batch.count <= 0) return;
   TL_CHECK(K > 0, "gemm: K must be positive, found {}", K);
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS's first operand is our B (the
   // column-major view of row-major B is B^T), its second our A; the result is C^T (N x M), ld ldc.
-  const uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_c = alignment_of(C);
-  const Key key{ta, tb, M, N, K, lda, ldb, ldc, int(ctype), int(itype), al_a, al_b, al_c};
+  uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_c = alignment_of(C);
+  if (batch.count > 1) {  // every product's operands must be as aligned as the heuristic is told
+    const size_t in_size = itype == InType::BF16 ? 2 : 4, out_size = ctype == OutType::F32 ? 4 : 2;
+    auto stride_alignment = [](int64_t stride, size_t size) {
+      return stride == 0 ? 256u : alignment_of(reinterpret_cast<const void*>(uintptr_t(stride) * size));
+    };
+    al_a = std::min(al_a, stride_alignment(batch.stride_a, in_size));
+    al_b = std::min(al_b, stride_alignment(batch.stride_b, in_size));
+    al_c = std::min(al_c, stride_alignment(batch.stride_c, out_size));
+  }
+  const Key key{ta,
+                tb,
+                M,
+                N,
+                K,
+                lda,
+                ldb,
+                ldc,
+                int(ctype),
+                int(itype),
+                al_a,
+                al_b,
+                al_c,
+                batch.count,
+                batch.stride_a,
+                batch.stride_b,
+                batch.stride_c};
   auto it = impl_->plans.find(key);
   if (it == impl_->plans.end()) {
     Plan p;
     const cudaDataType_t ct = ctype == OutType::F32 ? CUDA_R_32F : CUDA_R_16BF;
     const bool tf32 = itype == InType::TF32;
-    const cudaDataType_t in_t = tf32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t in_t = itype == InType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     TL_CUBLAS_CHECK(cublasLtMatmulDescCreate(
         &p.desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS A = our B
@@ -99,6 +126,17 @@ void Gemm::matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     else
       TL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_t, uint64_t(M), uint64_t(K), lda));
     TL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, uint64_t(N), uint64_t(M), ldc));
+    if (batch.count > 1) {  // cuBLAS's A is our B and its B our A
+      const int32_t count = int32_t(batch.count);
+      const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[3] = {
+          {p.a, batch.stride_b}, {p.b, batch.stride_a}, {p.c, batch.stride_c}};
+      for (const auto& [layout, stride] : layouts) {
+        TL_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                         sizeof(count)));
+        TL_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                         &stride, sizeof(stride)));
+      }
+    }
 
     cublasLtMatmulPreference_t pref = nullptr;
     TL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));

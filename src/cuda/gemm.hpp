@@ -20,7 +20,13 @@ namespace tl::cuda {
 enum class OutType { F32, BF16 };
 // Operand type: bf16, or fp32 data rounded to TF32 by the tensor cores (10-bit mantissa: 4x finer than bf16;
 // half bf16's throughput).
-enum class InType { BF16, TF32 };
+// F32: fp32 data in full fp32 arithmetic (no tensor cores), for the attention's small batched products.
+enum class InType { BF16, TF32, F32 };
+
+// Strided batches (cuBLASLt's strided batch): `count` products, operand i at base + i * stride elements.
+struct Batch {
+  int64_t count = 1, stride_a = 0, stride_b = 0, stride_c = 0;
+};
 
 class Gemm {
  public:
@@ -34,7 +40,7 @@ class Gemm {
   // M, N, K > 0 (a zero size is a no-op). Errors: no algorithm for the shape, any cuBLASLt failure.
   void matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
               const void* B, int64_t ldb, float beta, void* C, int64_t ldc, OutType ctype = OutType::F32,
-              InType itype = InType::BF16);
+              InType itype = InType::BF16, Batch batch = {});
 
   size_t workspace_bytes() const;
 

@@ -195,6 +195,22 @@ __global__ void weight_codes_kernel(bf16* codes, const float* w, int64_t n, cons
     codes[i] = alpha ? __float2bfloat16(fminf(fmaxf(rintf(w[i] * inv), -1.f), 1.f)) : __float2bfloat16(w[i]);
 }
 
+// Four codes per thread (16-byte loads, 8-byte stores) where the pointers allow: this kernel streams every
+// weight of the model twice per step.
+__global__ void weight_codes4_kernel(bf16* codes, const float* w, int64_t n4, const float* alpha) {
+  const float inv = alpha ? 1.0f / *alpha : 0.f;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 x = reinterpret_cast<const float4*>(w)[i];
+    float c[4] = {x.x, x.y, x.z, x.w};
+    if (alpha)
+      for (float& v : c) v = fminf(fmaxf(rintf(v * inv), -1.f), 1.f);
+    __align__(8) bf16 o[4] = {__float2bfloat16(c[0]), __float2bfloat16(c[1]), __float2bfloat16(c[2]),
+                              __float2bfloat16(c[3])};
+    reinterpret_cast<uint2*>(codes)[i] = *reinterpret_cast<const uint2*>(o);
+  }
+}
+
 __global__ void to_bf16_kernel(bf16* out, const float* in, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
@@ -460,7 +476,13 @@ void weight_stats_finalize(float* alpha, float* eff, const double* psum, const u
 }
 
 void weight_codes(bf16* codes, const float* w, int64_t n, const float* alpha, cudaStream_t s) {
-  weight_codes_kernel<<<grid_for(n, 256), 256, 0, s>>>(codes, w, n, alpha);
+  if (reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0) {
+    const int64_t n4 = n / 4;
+    if (n4 > 0) weight_codes4_kernel<<<grid_for(n4, 256), 256, 0, s>>>(codes, w, n4, alpha);
+    if (n % 4) weight_codes_kernel<<<1, 32, 0, s>>>(codes + 4 * n4, w + 4 * n4, n % 4, alpha);
+  } else {
+    weight_codes_kernel<<<grid_for(n, 256), 256, 0, s>>>(codes, w, n, alpha);
+  }
   TL_CUDA_CHECK_LAUNCH();
 }
 

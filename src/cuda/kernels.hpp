@@ -16,6 +16,10 @@
 
 struct __nv_bfloat16;
 
+namespace tl::cuda {
+class Gemm;  // cuda/gemm.hpp
+}
+
 namespace tl::cuda::k {
 
 using bf16 = __nv_bfloat16;
@@ -83,6 +87,19 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
 void attention_backward(float* dqkv, float* Dbuf, const float* dout, const float* out, const float* qkv,
                         const float* lse, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t hd,
                         cudaStream_t s);
+
+// The same attention through batched fp32 GEMMs (cuBLASLt) for short sequences such as the study's 128: per
+// (sequence, kv head) the group's query heads are stacked, S = Q K^T and P = softmax(S) are (group*T, T)
+// matrices in `scratch` (transient: nothing T x T outlives the call), and sequences go in chunks that fit.
+// Same maths as attention_forward/backward (full fp32, another summation order). Returns false, doing
+// nothing, when one sequence's work does not fit in scratch_bytes (then use the kernels above).
+size_t attention_gemm_bytes_per_sequence(int64_t T, int64_t NH, int64_t NKV, int64_t hd);
+bool attention_forward_gemm(Gemm& gemm, float* scratch, size_t scratch_bytes, float* out, float* lse,
+                            const float* qkv, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t hd,
+                            cudaStream_t s);
+bool attention_backward_gemm(Gemm& gemm, float* scratch, size_t scratch_bytes, float* dqkv, float* Dbuf,
+                             const float* dout, const float* out, const float* qkv, const float* lse,
+                             int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t hd, cudaStream_t s);
 
 // RMSNorm backward, dinp part: dinp (=, or += when accumulate) rstd w dout - rstd^3/C x sum(w dout x).
 void rmsnorm_backward(float* dinp, bool accumulate, const float* dout, const float* inp, const float* w,

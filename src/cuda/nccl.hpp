@@ -1,9 +1,7 @@
 // NCCL data parallelism: one process per GPU, each holding the whole model; gradients are averaged over the
-// ranks after backward. Ranks find each other through a file holding the NCCL unique id, which rank 0
-// writes (ternlab's own spawner sets the variables below; any launcher that does the same works).
-//   TERNLAB_RANK, TERNLAB_WORLD_SIZE   this process's rank and the number of processes
-//   TERNLAB_NCCL_ID                    the path of the unique-id file (rank 0 writes it atomically)
-//   TERNLAB_LOCAL_GPU                  the GPU this rank uses (default: the rank)
+// ranks during backward (cuda/device_trainer.cpp). Ranks find each other through a file holding the NCCL
+// unique id, which rank 0 writes atomically and removes once every rank has joined. Where the rank, world
+// and file come from: workflow/device.hpp (ProcessGroup).
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -17,8 +15,6 @@ struct RankInfo {
   int rank = 0, world = 1, gpu = 0;
   std::string id_file;
 };
-// The rank variables of this process; world = 1 when none are set. Errors: malformed or inconsistent values.
-RankInfo rank_from_environment();
 
 class Communicator {
  public:
@@ -33,8 +29,14 @@ class Communicator {
   int world() const { return info_.world; }
   // buf (n floats, device) = mean over ranks, on `stream`.
   void all_reduce_mean(float* buf, size_t n, cudaStream_t stream);
-  // The mean of one host value over ranks (losses for logging); synchronous.
-  double all_reduce_mean(double value);
+  // The mean of one host value over ranks (losses for logging), queued on `stream` after the work there;
+  // waits for it.
+  double all_reduce_mean(double value, cudaStream_t stream = nullptr);
+  // Every rank's buf (n floats, device) = root's; recv may equal send on the root.
+  void broadcast(const float* send, float* recv, size_t n, int root, cudaStream_t stream);
+  // Brackets several calls into one NCCL group (fused launch).
+  void group_start();
+  void group_end();
   void barrier();
 
  private:

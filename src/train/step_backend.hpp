@@ -26,11 +26,14 @@ class StepBackend {
                      const std::vector<std::pair<size_t, const TensorMask*>>& masks) = 0;
   virtual void zero_grad() = 0;
   // Forward and backward of one micro-batch (B*T tokens and targets, -1 = not counted): accumulates
-  // d(mean loss)/d(params); returns the mean loss (NaN/inf are returned, not thrown).
+  // d(mean loss)/d(params); returns the mean loss (NaN/inf are returned, not thrown). `last`: the step's last
+  // micro-batch (a data-parallel backend averages the gradients over its ranks during that backward; each
+  // rank takes its share of the B rows).
   virtual double forward_backward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
-                                  int64_t B, int64_t T) = 0;
+                                  int64_t B, int64_t T, bool last) = 0;
   // After the micro-batches: grads *= scale (skipped when 1), masked gradients zeroed, bf16 rounding in
-  // Bf16 precision, then clip_grad_norm(clip). Returns the norm before clipping; NaN/inf when the norm or any
+  // Bf16 precision, then clip_grad_norm(clip) (a backend may hold the clipping coefficient back and apply it
+  // inside adamw_step, with the same bits). Returns the norm before clipping; NaN/inf when the norm or any
   // gradient is not finite (then the step must not be applied).
   virtual double finish_gradients(float scale, double clip, ParamPrecision precision) = 0;
   // AdamW step number t (1-based, for the bias corrections) at learning rate lr, then masked parameters

@@ -7,6 +7,7 @@
 #include "cpu/forward.hpp"
 #if TERNLAB_HAVE_CUDA
 #include "cuda/device_model.hpp"
+#include "cuda/inference.hpp"
 #endif
 #include "cpu/threads.hpp"
 #include "deploy/import.hpp"
@@ -96,22 +97,10 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
 #if TERNLAB_HAVE_CUDA
 namespace {
 PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
-  train::TrainOptions quant;  // CpuModel's rule: fixed scales where the model has them, absmean otherwise
-  size_t linears = 0, fixed = 0;
-  for (const auto& v : model.views)
-    if (v.kind == ParamKind::Linear) {
-      ++linears;
-      fixed += model.fixed_scale.count(v.name);
-    }
-  TL_CHECK(fixed == 0 || fixed == linears,
-           "ppl --device cuda: {} of {} linears have fixed scales; the GPU needs all or none", fixed,
-           linears);
-  if (fixed) quant.weight_quant = train::WeightQuantMode::Fixed;
   const int64_t T = int64_t(data.windows.at(0).tokens.size());
-  cuda::DeviceModelOptions o;
-  o.quant = quant;
-  o.max_tokens = data.ppl.batch * T;
-  o.constant_weights = true;  // codes computed once for all windows
+  // CpuModel's quantizers; the codes are computed once for all windows
+  cuda::DeviceModelOptions o = cuda::inference_options(model, data.ppl.batch * T, "ppl");
+  o.device = process_group().gpu;
   cuda::DeviceModel gpu(model, o);
   auto losses = [&gpu](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B, int64_t T,
                        std::vector<float>& out) {

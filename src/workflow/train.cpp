@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include "core/error.hpp"
 #include "core/file.hpp"
@@ -31,6 +32,15 @@ using train::WeightQuantMode;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Checkpoints are written by rank 0; the other ranks only bring their host Model up to date (the same
+// collective steps: a sharded optimizer's moments are gathered through every rank).
+void save_or_sync(train::Trainer& tr, const fs::path& dir) {
+  if (process_group().writes_outputs())
+    tr.save_state(dir);
+  else
+    tr.sync_model();
+}
 
 fs::path tokenizer_path(const TrainRunOptions& opt) {
   return opt.tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : opt.tokenizer;
@@ -74,6 +84,7 @@ class CsvLog {
  public:
   // Resuming appends to the log of the interrupted run (a missing log starts afresh).
   CsvLog(const fs::path& path, bool resume) {
+    if (!process_group().writes_outputs()) return;  // rank 0 keeps the log
     std::error_code ec;
     const bool append = resume && fs::exists(path, ec);
     f_.open(path, append ? std::ios::app : std::ios::trunc);
@@ -81,6 +92,7 @@ class CsvLog {
     if (!append) f_ << "run,step,loss,lr,grad_norm,tokens,seconds\n";
   }
   void row(const std::string& run, const train::StepLog& s) {
+    if (!f_.is_open()) return;
     f_ << fmt::format("{},{},{:.6f},{:.6g},{:.6g},{},{:.4f}\n", run, s.step, s.loss, s.lr, s.grad_norm,
                       s.tokens, s.seconds);
     f_.flush();
@@ -146,7 +158,12 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
     d.model.quant = opt.train.quant;
     const int64_t val_tokens =
         val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
-    d.model.max_tokens = std::max(opt.train.batch / opt.train.grad_accum * opt.train.seq_len, val_tokens);
+    const ProcessGroup& g = process_group();
+    d.comm = process_communicator();
+    d.shard_optimizer = opt.shard_optimizer && g.world > 1;
+    d.model.device = g.gpu;
+    d.model.max_tokens =
+        std::max(opt.train.batch / opt.train.grad_accum / g.world * opt.train.seq_len, val_tokens);
     d.model.recompute = opt.recompute;
     backend = cuda::make_device_step_backend(d);
 #else
@@ -169,7 +186,7 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
     try {
       s = tr.step();
     } catch (const train::NonFiniteError& e) {
-      tr.save_state(state_dir);  // the parameters are those before the failed step
+      save_or_sync(tr, state_dir);  // the parameters are those before the failed step
       fail("{}: {} — stopped; the last good state (step {}) is in {}", name, e.what(), tr.steps_done(),
            state_dir.string());
     }
@@ -184,16 +201,17 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
       log_info("{}: step {}/{} loss {:.4f} lr {:.3g} |g| {:.3g} {:.0f} tok/s ETA {:.0f} s", name, s.step,
                total, s.loss, s.lr, s.grad_norm, tps, eta);
     }
-    if (opt.eval_every > 0 && s.step % opt.eval_every == 0 && s.step < total) {
+    const bool writer = process_group().writes_outputs();  // the other ranks do not evaluate
+    if (writer && opt.eval_every > 0 && s.step % opt.eval_every == 0 && s.step < total) {
       const double p = tr.backend() ? backend_perplexity(*tr.backend(), val, m.config.vocab_size).ppl
                                     : evaluate_trained(m, mode, val).ppl;
       rec.val_ppl.emplace_back(s.step, p);
       log_info("{}: step {} validation PPL {:.4f}", name, s.step, p);
     }
-    if (opt.save_every > 0 && s.step % opt.save_every == 0 && s.step < total) tr.save_state(state_dir);
+    if (opt.save_every > 0 && s.step % opt.save_every == 0 && s.step < total) save_or_sync(tr, state_dir);
   }
   progress.finish();
-  tr.save_state(state_dir);
+  save_or_sync(tr, state_dir);
   rec.seconds = seconds_since(t0);
   rec.tokens_per_s = double(tokens_done) / std::max(run_seconds, 1e-9);
   const size_t k = std::min<size_t>(50, rec.steps.size());
@@ -291,6 +309,12 @@ double unigram_ppl(std::span<const int32_t> train, std::span<const int32_t> val,
 
 namespace {
 
+// Validation PPL is computed by rank 0 only (its reports are the only ones written); NaN elsewhere.
+double evaluate_if_writer(const Model& m, WeightQuantMode mode, const PplData& val) {
+  if (!process_group().writes_outputs()) return std::numeric_limits<double>::quiet_NaN();
+  return evaluate_trained(m, mode, val).ppl;
+}
+
 // The targets the validation windows score, for the unigram baseline.
 std::vector<int32_t> scored_targets(const PplData& val) {
   std::vector<int32_t> t;
@@ -312,7 +336,16 @@ TrainRunResult start(const TrainRunOptions& opt, const std::string& command, Mod
   m = load_checkpoint(opt.checkpoint);
   tokens = training_tokens(opt, m);
   val = validation_data(opt, m);
-  fs::create_directories(opt.out_dir);
+  const ProcessGroup& g = process_group();
+  if (g.world > 1) {
+    TL_CHECK(opt.device == Device::Cuda, "{}: {} processes (one per GPU) need --device cuda", command,
+             g.world);
+    const int64_t micro = opt.train.batch / opt.train.grad_accum;
+    TL_CHECK(micro % g.world == 0,
+             "{}: a micro-batch of {} sequences (--batch / --grad-accum) does not split over {} GPUs",
+             command, micro, g.world);
+  }
+  if (g.writes_outputs()) fs::create_directories(opt.out_dir);
   TrainRunResult r;
   r.command = command;
   r.options = opt;
@@ -323,7 +356,7 @@ TrainRunResult start(const TrainRunOptions& opt, const std::string& command, Mod
            r.unigram_ppl);
   const WeightQuantMode mode = opt.train.quant.weight_quant;
   capture_fixed_scales(m, mode);
-  r.baseline_ppl = evaluate_trained(m, mode, val).ppl;
+  r.baseline_ppl = evaluate_if_writer(m, mode, val);
   log_info("{}: baseline PPL {:.4f}", command, r.baseline_ppl);
   return r;
 }
@@ -340,15 +373,16 @@ TrainRunResult run_pretrain(const TrainRunOptions& opt) {
   const WeightQuantMode mode = opt.train.quant.weight_quant;
   TrainRunRecord rec = train_run(m, opt, tokens, {}, val, "pretrain", csv);
   rec.ppl_before = r.baseline_ppl;
-  rec.ppl_after = evaluate_trained(m, mode, val).ppl;
+  rec.ppl_after = evaluate_if_writer(m, mode, val);
   rec.latent_sparsity = latent_sparsity(m);
   rec.code_sparsity = code_sparsity(m, mode);
   log_info("pretrain: validation PPL {:.4f} -> {:.4f} (unigram {:.4f})", r.baseline_ppl, *rec.ppl_after,
            r.unigram_ppl);
   r.runs.push_back(std::move(rec));
-  save_trained(m, opt, opt.out_dir, {});
   r.final_checkpoint = opt.out_dir.string();
   r.seconds = seconds_since(t0);
+  if (!process_group().writes_outputs()) return r;
+  save_trained(m, opt, opt.out_dir, {});
   write_file_atomic(opt.out_dir / "train_report.json", to_json(r).dump(2) + "\n");
   write_file_atomic(opt.out_dir / "train_report.md", to_markdown(r));
   return r;
@@ -386,19 +420,19 @@ TrainRunResult run_finetune(const FinetuneOptions& fo) {
         prune_model(m, po);  // on the current weights, as the study's loop
         masks = masks_of_zeros(m);
       }
-      before = evaluate_trained(m, mode, val).ppl;
+      before = evaluate_if_writer(m, mode, val);
       TrainRunRecord rec = train_run(m, opt, tokens, masks, val, name, csv);
       rec.target_sparsity = control ? 0 : level;
       rec.latent_sparsity = latent_sparsity(m);
       rec.code_sparsity = code_sparsity(m, mode);
       rec.ppl_before = before;
-      rec.ppl_after = evaluate_trained(m, mode, val).ppl;
+      rec.ppl_after = evaluate_if_writer(m, mode, val);
       log_info("finetune: {}: latent sparsity {:.2f}%, PPL {:.4f} -> {:.4f}", name, 100 * rec.latent_sparsity,
                before, *rec.ppl_after);
       out.push_back(std::move(rec));
     }
     const fs::path dir = opt.out_dir / (control ? "control" : "pruned");
-    save_trained(m, opt, dir, masks);
+    if (process_group().writes_outputs()) save_trained(m, opt, dir, masks);
     return dir.string();
   };
   r.final_checkpoint = run_levels(false, r.runs);
@@ -408,6 +442,7 @@ TrainRunResult run_finetune(const FinetuneOptions& fo) {
   j["levels"] = fo.levels;
   j["prune_method"] = prune_method_name(fo.method);
   j["prune_seed"] = fo.prune_seed;
+  if (!process_group().writes_outputs()) return r;
   write_file_atomic(opt.out_dir / "finetune_report.json", j.dump(2) + "\n");
   write_file_atomic(opt.out_dir / "finetune_report.md", to_markdown(r));
   return r;

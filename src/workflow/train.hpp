@@ -34,12 +34,13 @@ struct TrainRunOptions {
   std::string val_split = "validation";
   PplOptions ppl;
   train::TrainConfig train;
-  int64_t eval_every = 0;       // validation PPL every N steps (0: only at the ends of a run)
-  int64_t log_every = 10;       // a log line every N steps
-  int64_t save_every = 0;       // a resumable state every N steps (0: only at the end)
-  bool resume = false;          // continue from OUT_DIR/state
-  Device device = Device::Cpu;  // cuda: steps and validation on the GPU (cuda/device_trainer.hpp)
-  bool recompute = false;       // cuda: activation recomputation (less memory, one more forward)
+  int64_t eval_every = 0;        // validation PPL every N steps (0: only at the ends of a run)
+  int64_t log_every = 10;        // a log line every N steps
+  int64_t save_every = 0;        // a resumable state every N steps (0: only at the end)
+  bool resume = false;           // continue from OUT_DIR/state
+  Device device = Device::Cpu;   // cuda: steps and validation on the GPU (cuda/device_trainer.hpp)
+  bool recompute = false;        // cuda: activation recomputation (less memory, one more forward)
+  bool shard_optimizer = false;  // cuda, several GPUs: each rank keeps 1/world of the AdamW moments
 };
 
 // One training run's record.

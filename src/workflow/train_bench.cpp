@@ -13,6 +13,7 @@
 #include "workflow/train.hpp"
 #if TERNLAB_HAVE_CUDA
 #include "cuda/device_trainer.hpp"
+#include "cuda/profile.hpp"
 #endif
 
 namespace tl {
@@ -27,6 +28,9 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
   TrainBenchResult r;
   r.checkpoint = opt.checkpoint.string();
   r.device = describe_device(opt.device);
+  r.gpus = process_group().world;
+  TL_CHECK(r.gpus == 1 || opt.device == Device::Cuda,
+           "train-bench: {} processes (one per GPU) need --device cuda", r.gpus);
   Model original = load_checkpoint(opt.checkpoint);
   capture_fixed_scales(original, opt.train.quant.weight_quant);
   r.params = int64_t(original.params.size());
@@ -57,7 +61,12 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
 #if TERNLAB_HAVE_CUDA
         cuda::DeviceTrainerOptions d;
         d.model.quant = c.quant;
-        d.model.max_tokens = batch * opt.seq_len;
+        const ProcessGroup& g = process_group();
+        TL_CHECK(batch % g.world == 0, "train-bench: batch {} does not split over {} GPUs", batch, g.world);
+        d.comm = process_communicator();
+        d.shard_optimizer = opt.shard_optimizer && g.world > 1;
+        d.model.device = g.gpu;
+        d.model.max_tokens = batch / g.world * opt.seq_len;
         d.model.recompute = opt.recompute;
         backend = cuda::make_device_step_backend(d);
 #endif
@@ -65,6 +74,9 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
       train::Trainer tr(m, c, tokens, {}, std::move(backend));
       std::vector<double> secs;
       for (int64_t s = 0; s < c.steps; ++s) {
+#if TERNLAB_HAVE_CUDA
+        if (s == opt.warmup && cuda::prof::enabled()) cuda::prof::reset();  // timed steps only
+#endif
         const auto t0 = std::chrono::steady_clock::now();
         const train::StepLog log = tr.step();
         if (tr.backend()) tr.backend()->synchronize();  // the step's AdamW is inside its time
@@ -84,8 +96,13 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
       row.tokens_per_s = double(batch * opt.seq_len) / mean;  // total tokens over total time
       row.tokens_per_s_sd = std::sqrt(tss / double(tps.size() - 1));
       row.tflops = 6.0 * double(r.params) * row.tokens_per_s / 1e12;
-      row.mfu = row.tflops * 1e12 / opt.peak_flops;
+      row.mfu = row.tflops * 1e12 / (opt.peak_flops * process_group().world);
       if (tr.backend()) row.memory_bytes = tr.backend()->memory_bytes();
+#if TERNLAB_HAVE_CUDA
+      if (cuda::prof::enabled())  // TERNLAB_CUDA_PROFILE=1: where a step's GPU time went
+        log_info("train-bench: batch {}: GPU time by phase (per step)\n{}", batch,
+                 cuda::prof::report(int(opt.steps)));
+#endif
       log_info("train-bench: batch {}: {:.0f} ± {:.0f} tokens/s, {:.3f} s/step, {:.1f} TFLOP/s", batch,
                row.tokens_per_s, row.tokens_per_s_sd, row.seconds_per_step, row.tflops);
     } catch (const std::exception& e) {
@@ -115,12 +132,17 @@ nlohmann::json to_json(const TrainBenchResult& r) {
     }
     rows.push_back(j);
   }
-  return {{"checkpoint", r.checkpoint}, {"device", r.device}, {"params", r.params}, {"rows", rows}};
+  return {{"checkpoint", r.checkpoint},
+          {"device", r.device},
+          {"gpus", r.gpus},
+          {"params", r.params},
+          {"rows", rows}};
 }
 
 std::string to_markdown(const TrainBenchResult& r) {
   std::string s =
-      fmt::format("train-bench of {} on {} ({} parameters)\n\n", r.checkpoint, r.device, r.params);
+      fmt::format("train-bench of {} on {}{} ({} parameters)\n\n", r.checkpoint, r.device,
+                  r.gpus > 1 ? fmt::format(" x {} (data parallel; memory per GPU)", r.gpus) : "", r.params);
   s +=
       "| batch | tokens/s | s/step | TFLOP/s (6·N·tok/s) | MFU | memory (GiB) |\n|---|---|---|---|---|---|\n";
   for (const auto& x : r.rows) {

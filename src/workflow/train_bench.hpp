@@ -1,6 +1,7 @@
 // `ternlab train-bench`: the speed of a QAT/STE training step (forward, backward, clipping, AdamW) at the
 // study's shapes, on random tokens: tokens/s (mean ± sd over the timed steps), the backend's peak memory,
-// and model FLOPs utilisation counted as 6 · parameters · tokens/s over the device's peak.
+// and model FLOPs utilisation counted as 6 · parameters · tokens/s over the device's peak (times the number
+// of GPUs under `ternlab launch`, where every batch is split over the ranks).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -23,7 +24,8 @@ struct TrainBenchOptions {
   int64_t warmup = 3;        // untimed steps first
   train::TrainConfig train;  // quantizer, precision, AdamW (steps, batch, seq_len are set per row)
   bool recompute = false;
-  double peak_flops = 989e12;  // dense bf16 FLOP/s of the device (H100 / H200 SXM)
+  bool shard_optimizer = false;  // several GPUs (ternlab launch): AdamW moments split over the ranks
+  double peak_flops = 989e12;    // dense bf16 FLOP/s of the device (H100 / H200 SXM)
   uint64_t seed = 0;
 };
 
@@ -38,6 +40,7 @@ struct TrainBenchRow {
 
 struct TrainBenchResult {
   std::string checkpoint, device;
+  int gpus = 1;  // data-parallel ranks (ternlab launch); tokens/s are the whole group's, memory one rank's
   int64_t params = 0;
   std::vector<TrainBenchRow> rows;
 };

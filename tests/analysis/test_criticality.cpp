@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "../common/test_util.hpp"
@@ -504,6 +505,111 @@ TEST(Criticality, ControlsRunInOnePassAndDiffer) {
   Model m4 = t.model;
   EXPECT_THROW(run_criticality_with_controls(m4, texts, opt, {"bogus"}, 3), Error);
   EXPECT_EQ(m4.params, t.model.params);  // rejected before anything ran
+}
+
+// A BlockRunner that runs one block per call, as the GPU's does (cuda/criticality_runner): block l is a
+// one-layer CpuModel of its own, so only the runner contract (in-place changes, stopping) links the blocks.
+class OneBlockAtATime final : public BlockRunner {
+ public:
+  explicit OneBlockAtATime(const Model& m) : full_(m) {
+    for (int64_t l = 0; l < m.config.num_hidden_layers; ++l) layers_.push_back(single_layer(m, l));
+    for (const Model& one : layers_) blocks_.push_back(std::make_unique<CpuModel>(one));  // layers_ is final
+  }
+  const BitNetConfig& config() const override { return full_.config(); }
+  const float* embedding_rows() const override { return full_.embedding_rows(); }
+  void run_blocks(const float* x, int64_t T, const AfterBlock& after_block) override {
+    const size_t n = size_t(T * config().hidden_size);
+    std::vector<float> stream(x, x + n), h;  // stream (T,C); h (2,T,C)
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      hidden_states_from_embeddings(*blocks_[l], stream.data(), T, h);
+      std::copy(h.begin() + long(n), h.end(), stream.begin());
+      ++blocks_run;
+      if (!after_block(int64_t(l), stream.data())) return;
+    }
+  }
+  int64_t blocks_run = 0;
+
+ private:
+  CpuModel full_;
+  std::vector<Model> layers_;
+  std::vector<std::unique_ptr<CpuModel>> blocks_;
+};
+
+// Every measurement goes through the runner: a block-at-a-time runner gives the CPU's numbers bit for bit
+// (each block's output depends on its input only), and one that stops is not asked for more blocks.
+TEST(Criticality, BlockAtATimeRunnerGivesTheSameNumbers) {
+  Tiny t(3);
+  CpuModel cpu(t.model);
+  OneBlockAtATime stepwise(t.model);
+  auto tok = random_tokens(14, 512, 30);
+  tok[0] = 1;  // "BOS"
+  const std::vector<std::vector<int32_t>> texts = {tok, random_tokens(9, 512, 31)};
+  CriticalityOptions opt;
+  opt.eps = {1e-3, 1e-2};
+  opt.seeds = 2;
+  opt.ftle_eps = {1e-12, 1e-2};  // the first vanishes at block 0
+  opt.bootstrap = 20;
+  opt.exclude_bos = true;
+  opt.bos_id = 1;
+  opt.outlier_factor = 3;
+  auto a = to_json(run_criticality(cpu, texts, opt));
+  auto b = to_json(run_criticality(stepwise, texts, opt));
+  a.erase("seconds");
+  b.erase("seconds");
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(b["ftle"][0]["vanished"], 4);
+  // a vanishing FTLE sample stops after the first block
+  const int64_t T = int64_t(tok.size());
+  const auto x = embed(stepwise, tok);
+  EXPECT_EQ(x, embed(cpu, tok));
+  std::vector<float> h;
+  hidden_states_from_embeddings(stepwise, x.data(), T, h);
+  const auto dir = gaussian_noise(5, x.size());
+  stepwise.blocks_run = 0;
+  EXPECT_EQ(ftle_profile(stepwise, x.data(), T, h.data(), dir.data(), 1e-12).vanished_at, 0);
+  EXPECT_EQ(stepwise.blocks_run, 1);
+  // a controls run with a runner factory: the same numbers as the default CPU runners
+  Model m1 = t.model, m2 = t.model;
+  auto r1 = to_json(run_criticality_with_controls(m1, texts, opt, {"shuffled", "random-init"}, 3));
+  auto r2 = to_json(run_criticality_with_controls(
+      m2, texts, opt, {"shuffled", "random-init"}, 3,
+      [](const Model& m) -> std::unique_ptr<BlockRunner> { return std::make_unique<OneBlockAtATime>(m); }));
+  for (auto* j : {&r1, &r2}) {
+    j->erase("seconds");
+    for (auto& [name, c] : (*j)["controls"].items()) c.erase("seconds");
+  }
+  EXPECT_EQ(r1, r2);
+  EXPECT_EQ(m1.params, m2.params);
+}
+
+// Counts its calls; changes nothing.
+struct CountingHooks : ResidualHooks {
+  int64_t attention_calls = 0, block_calls = 0;
+  CountingHooks() { attention = block = true; }
+  void on_attention(const HookSite&, float*) override { ++attention_calls; }
+  void on_block(const HookSite&, const float*, float*) override { ++block_calls; }
+};
+
+// The CPU runner's block hook runs after hooks already installed (actprune's), and puts them back.
+TEST(Criticality, CpuRunnerKeepsInstalledHooksAndStops) {
+  Tiny t(3);
+  CpuModel cpu(t.model);
+  CountingHooks counting;
+  cpu.set_hooks(&counting);
+  CpuBlockRunner runner(cpu);
+  const auto tok = random_tokens(8, 512, 40);
+  const auto x = embed(runner, tok);
+  std::vector<int64_t> seen;
+  runner.run_blocks(x.data(), int64_t(tok.size()), [&](int64_t l, float*) {
+    seen.push_back(l);
+    return l < 1;  // stop after block 1
+  });
+  EXPECT_EQ(seen, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(counting.attention_calls, 3);  // the forward ran through, the installed hooks saw every layer
+  EXPECT_EQ(counting.block_calls, 3);
+  EXPECT_EQ(cpu.hooks(), &counting);
+  cpu.set_hooks(nullptr);
+  EXPECT_THROW(runner.run_blocks(x.data(), 0, [](int64_t, float*) { return true; }), Error);
 }
 
 TEST(Criticality, NewOptionsAreValidated) {

@@ -194,7 +194,8 @@ TEST_F(Cli, CriticalityBadFlagsFailBeforeTheCheckpoint) {
                                                         {"--seeds 0", "--seeds"},
                                                         {"--texts 0", "--texts"},
                                                         {"--controls shuffle", "unknown control 'shuffle'"},
-                                                        {"--exclude-outliers 0.5", "outlier factor"}}) {
+                                                        {"--exclude-outliers 0.5", "outlier factor"},
+                                                        {"--device tpu", "--device must be cpu or cuda"}}) {
     const auto r = run("criticality " + flags + " " + missing);
     EXPECT_NE(r.code, 0) << flags;
     EXPECT_THAT(r.out, HasSubstr(message)) << flags;
@@ -211,6 +212,7 @@ TEST_F(Cli, CriticalitySmallRunWithControls) {
   const auto j = last_json(r.out);
   EXPECT_EQ(j["texts"], 2);
   EXPECT_EQ(j["tokens_excluded"], 2);  // one BOS per text
+  EXPECT_EQ(j["device"], "cpu");
   ASSERT_EQ(j["comparison"].size(), 3u);
   EXPECT_EQ(j["comparison"][1]["model"], "shuffled");
   EXPECT_EQ(j["comparison"][2]["model"], "random-init");

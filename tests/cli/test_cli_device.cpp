@@ -1,6 +1,6 @@
-// --device on ppl, pretrain, finetune and sweep, and `ternlab train-bench`: where no GPU can be used
-// (or the build has no CUDA backend) asking for cuda is a clear error and a non-zero exit before any work;
-// an unknown device is refused; train-bench measures a tiny model on the CPU.
+// --device on ppl, pretrain, finetune, sweep and criticality, and `ternlab train-bench`: where no GPU can be
+// used (or the build has no CUDA backend) asking for cuda is a clear error and a non-zero exit before any
+// work; an unknown device is refused; train-bench measures a tiny model on the CPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -49,8 +49,8 @@ TEST_F(CliDevice, CudaWithoutAGpuIsAClearError) {
        {"ppl " + ck() + " --corpus brown --split test --windows 2",
         "pretrain " + ck() + " -o " + (dir_ / "pre").string() + " --steps 2 --batch 2 --seq-len 16",
         "finetune " + ck() + " -o " + (dir_ / "ft").string() + " --steps 2 --batch 2 --seq-len 16",
-        "sweep " + ck() + " --levels 0,10 --methods seed --windows 2",
-        "train-bench " + ck() + " --batches 2"}) {
+        "sweep " + ck() + " --levels 0,10 --methods seed --windows 2", "train-bench " + ck() + " --batches 2",
+        "criticality " + ck() + " --texts 2 --seeds 1"}) {
     const auto r = run(cmd + " --device cuda");
     EXPECT_NE(r.code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("--device cuda")) << cmd;
@@ -62,7 +62,7 @@ TEST_F(CliDevice, CudaWithoutAGpuIsAClearError) {
 
 TEST_F(CliDevice, UnknownDeviceIsRefused) {
   for (const std::string& cmd : {"ppl " + ck(), "pretrain " + ck() + " -o " + (dir_ / "x").string(),
-                                 "sweep " + ck(), "train-bench " + ck()}) {
+                                 "sweep " + ck(), "train-bench " + ck(), "criticality " + ck()}) {
     const auto r = run(cmd + " --device tpu");
     EXPECT_NE(r.code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("--device must be cpu or cuda")) << cmd;

@@ -68,7 +68,7 @@ bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(CudaOptim, AdamWEqualsTheCpuBitForBit) {
   SKIP_WITHOUT_GPU();
-  const size_t n = 100003;  // not a multiple of the block
+  const size_t n = 100003;  // not a multiple of the block, nor of the kernel's four elements per thread
   for (ParamPrecision prec : {ParamPrecision::Fp32, ParamPrecision::Bf16}) {
     const bool bf16 = prec == ParamPrecision::Bf16;
     std::vector<float> p = randn(n, 1, 0.05f), g = randn(n, 2, 1e-3f);
@@ -91,7 +91,17 @@ TEST(CudaOptim, AdamWEqualsTheCpuBitForBit) {
     uint32_t* dk = d.up(keep);
     for (int t = 1; t <= 3; ++t) {
       const double lr = c.lr * (1.0 - 0.1 * t);
-      cpu.step(pc, g, lr);
+      // step 2: the Trainer's finishing fused into the step (grad-accumulation scale, masks, bf16 rounding,
+      // clipping), against the CPU doing each in place first
+      const GradFinish fin = t == 2 ? GradFinish{0.5f, true, bf16, 0.37f} : GradFinish{};
+      std::vector<float> gc = g;
+      for (size_t i = 0; i < n; ++i) {
+        gc[i] *= fin.scale;
+        if (fin.mask && i % 7 == 0) gc[i] = 0.0f;
+      }
+      if (fin.bf16_round) round_to_bf16(gc);
+      for (auto& x : gc) x *= fin.clip;
+      cpu.step(pc, gc, lr);
       for (size_t i = 0; i < n; i += 7) pc[i] = 0.0f;  // the Trainer's mask after the step
       const double bc1 = 1 - std::pow(c.beta1, double(t)), bc2 = 1 - std::pow(c.beta2, double(t));
       AdamWScalars s{float(1 - lr * c.weight_decay),
@@ -101,7 +111,7 @@ TEST(CudaOptim, AdamWEqualsTheCpuBitForBit) {
                      float(lr / bc1),
                      float(std::sqrt(bc2)),
                      float(c.eps)};
-      launch_adamw(dp, dg, dm, dv, n, s, bf16, dk, nullptr);
+      launch_adamw(dp, dg, dm, dv, n, s, bf16, dk, nullptr, fin);
       TL_CUDA_CHECK(cudaDeviceSynchronize());
     }
     EXPECT_TRUE(bits_equal(d.down(dp, n), pc)) << (bf16 ? "bf16" : "fp32");
@@ -298,15 +308,63 @@ TEST(CudaNccl, OneRankAllReduceIsTheIdentity) {
   fs::remove(r.id_file);
 }
 
-TEST(CudaDevice, RankEnvironmentIsValidated) {
-  setenv("TERNLAB_WORLD_SIZE", "2", 1);
-  setenv("TERNLAB_RANK", "2", 1);
-  EXPECT_THROW(rank_from_environment(), tl::Error);
-  setenv("TERNLAB_RANK", "x", 1);
-  EXPECT_THROW(rank_from_environment(), tl::Error);
-  unsetenv("TERNLAB_WORLD_SIZE");
-  unsetenv("TERNLAB_RANK");
-  EXPECT_EQ(rank_from_environment().world, 1);
+// The data-parallel machinery with one rank: the backward's per-layer averaging on the second stream, the
+// loss averaging, and (sharded) the AdamW slice plus the parameter broadcast and the moments' gather. The
+// mean over one rank is the identity, so every step must equal the plain GPU backend's bit for bit.
+TEST(CudaNccl, OneRankDataParallelEqualsOneGpuBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const auto data = phrase_stream(4096, 7);
+  const train::TrainConfig c = config();
+  Model plain = tiny(11);
+  train::Trainer ref(plain, c, data, {mask_of(plain)}, gpu_backend(c));
+  std::vector<double> losses, norms;
+  for (int i = 0; i < 4; ++i) {
+    const train::StepLog s = ref.step();
+    losses.push_back(s.loss);
+    norms.push_back(s.grad_norm);
+  }
+  ref.sync_model();
+  for (bool shard : {false, true}) {
+    RankInfo r;
+    Communicator comm(r);
+    DeviceTrainerOptions o;
+    o.model.quant = c.quant;
+    o.model.max_tokens = c.batch / c.grad_accum * c.seq_len;
+    o.comm = &comm;
+    o.shard_optimizer = shard;
+    Model m = tiny(11);
+    train::Trainer tr(m, c, data, {mask_of(m)}, make_device_step_backend(o));
+    for (int i = 0; i < 4; ++i) {
+      const train::StepLog s = tr.step();
+      EXPECT_EQ(s.loss, losses[size_t(i)]) << "shard " << shard << " step " << i + 1;
+      EXPECT_EQ(s.grad_norm, norms[size_t(i)]) << "shard " << shard << " step " << i + 1;
+    }
+    tr.sync_model();
+    EXPECT_TRUE(bits_equal(m.params, plain.params)) << "shard " << shard;
+  }
+}
+
+// The ranges the gradients-ready hook reports cover every parameter exactly once, the last layer first.
+TEST(CudaNccl, GradsReadyRangesCoverTheParametersOnce) {
+  SKIP_WITHOUT_GPU();
+  Model m = tiny(5);
+  const auto data = phrase_stream(256, 1);
+  DeviceModelOptions o;
+  o.max_tokens = 64;
+  DeviceModel dm(m, o);
+  std::vector<std::pair<size_t, size_t>> ranges;
+  dm.set_grads_ready_hook([&](size_t b, size_t e) { ranges.emplace_back(b, e); });
+  std::vector<int32_t> tok(data.begin(), data.begin() + 64), tgt(data.begin() + 1, data.begin() + 65);
+  dm.forward_backward(tok, tgt, 2, 32);
+  ASSERT_EQ(ranges.size(), size_t(m.config.num_hidden_layers + 1));
+  EXPECT_EQ(ranges.front().second, m.params.size());
+  EXPECT_EQ(ranges.back().first, 0u);
+  for (size_t i = 0; i + 1 < ranges.size(); ++i) EXPECT_EQ(ranges[i + 1].second, ranges[i].first);
+  EXPECT_EQ(ranges[ranges.size() - 2].first, m.view("model.layers.0.input_layernorm.weight").offset);
+  dm.set_grads_ready_hook({});
+  ranges.clear();
+  dm.forward_backward(tok, tgt, 2, 32);
+  EXPECT_TRUE(ranges.empty());
 }
 
 }  // namespace

@@ -194,6 +194,34 @@ TEST(Trainer, ResumeIsBitExact) {
   fs::remove_all(dir);
 }
 
+// A finished run's state has no AdamW moments (never read again; most of a 2B state); it still resumes as
+// finished with the same weights, and a state without moments that is not finished is refused.
+TEST(Trainer, FinishedStateKeepsNoMoments) {
+  const auto data = phrase_stream(4096, 4);
+  TrainConfig c = small_config();
+  c.steps = 3;
+  c.warmup = 1;
+  const fs::path dir = temp_dir("finished");
+  Model m = tiny(9);
+  Trainer tr(m, c, data);
+  tr.step();
+  tr.save_state(dir / "mid");
+  EXPECT_TRUE(fs::exists(dir / "mid" / "optimizer.safetensors"));
+  while (!tr.done()) tr.step();
+  tr.save_state(dir / "end");
+  EXPECT_FALSE(fs::exists(dir / "end" / "optimizer.safetensors"));
+  Model r = tiny(123);
+  Trainer back(r, c, data);
+  back.load_state(dir / "end");
+  EXPECT_TRUE(back.done());
+  EXPECT_EQ(std::memcmp(r.params.data(), m.params.data(), m.params.size() * sizeof(float)), 0);
+  fs::remove(dir / "mid" / "optimizer.safetensors");  // an unfinished state needs its moments
+  Model r2 = tiny(9);
+  Trainer t2(r2, c, data);
+  EXPECT_THROW(t2.load_state(dir / "mid"), Error);
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, ImpossibleOptionsAreErrors) {
   Model m = tiny();
   const auto data = phrase_stream(256, 5);  // 8 chunks of 32
