@@ -153,6 +153,15 @@ PY
     "$(field "$out/dp1.json" "d['runs'][-1]['ppl_after']")" 0.02
   cmp "$m/dp2/pruned/model.safetensors" "$m/dp2s/pruned/model.safetensors"
   echo "   sharded and unsharded final weights: identical"
+  # gradient accumulation: each rank accumulates its share of both micro-batches, averaged once at the end;
+  # then --resume of the finished two-GPU run reproduces its result
+  tl finetune "${ft[@]}" --grad-accum 2 -o "$m/ga1" >"$out/ga1.json"
+  tl launch --gpus 2 -- finetune "${ft[@]}" --grad-accum 2 -o "$m/ga2" >"$out/ga2.json"
+  tl launch --gpus 2 -- finetune "${ft[@]}" --grad-accum 2 -o "$m/ga2" --resume >"$out/ga2r.json"
+  close "2 GPUs, --grad-accum 2, final PPL" "$(field "$out/ga2.json" "d['runs'][-1]['ppl_after']")" \
+    "$(field "$out/ga1.json" "d['runs'][-1]['ppl_after']")" 0.02
+  close "2 GPUs, resumed finished run, final PPL (same bits)" \
+    "$(field "$out/ga2r.json" "d['runs'][-1]['ppl_after']")" "$(field "$out/ga2.json" "d['runs'][-1]['ppl_after']")" 0
   python3 - "$out" <<'PY'
 import json, sys
 o = sys.argv[1]
