@@ -86,6 +86,8 @@ int launch(const LaunchOptions& opt) {
   for (int r = 0; r < world; ++r) {
     const pid_t pid = ::fork();
     if (pid == 0) {
+      ::signal(SIGINT, SIG_DFL);  // the launcher's forwarding handler is not the rank's
+      ::signal(SIGTERM, SIG_DFL);
       ::setenv("TERNLAB_RANK", std::to_string(r).c_str(), 1);
       ::setenv("TERNLAB_WORLD_SIZE", std::to_string(world).c_str(), 1);
       ::setenv("TERNLAB_LOCAL_GPU", std::to_string(opt.gpus[size_t(r)]).c_str(), 1);

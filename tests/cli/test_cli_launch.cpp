@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../common/test_util.hpp"
@@ -118,6 +121,36 @@ TEST(Launch, StartsOneProcessPerRankWithItsEnvironment) {
   ::setenv("FAIL_RANK", "1", 1);
   EXPECT_EQ(tl::launch(o), 3);
   ::unsetenv("FAIL_RANK");
+  fs::remove_all(dir);
+}
+
+// SIGTERM to the launcher reaches every rank: ranks that would sleep for a minute end at once, and the launch
+// reports the signal (128 + SIGTERM).
+TEST(Launch, ForwardsSigtermToTheRanks) {
+  const fs::path dir = fs::temp_directory_path() / ("ternlab-launch-sig-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path script = dir / "rank.sh";
+  {
+    std::ofstream f(script);
+    f << "#!/bin/sh\ntouch " << dir.string() << "/up$TERNLAB_RANK\nexec sleep 60\n";
+  }
+  fs::permissions(script, fs::perms::owner_all);
+  tl::LaunchOptions o;
+  o.gpus = {0, 1};
+  o.args = {"finetune"};
+  o.program = script;
+  int rc = -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread runner([&] { rc = tl::launch(o); });
+  // both ranks are up (so the launcher's handler is installed) before the signal is sent
+  while (!(fs::exists(dir / "up0") && fs::exists(dir / "up1")) &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(dir / "up0") && fs::exists(dir / "up1"));
+  ::kill(::getpid(), SIGTERM);
+  runner.join();
+  EXPECT_EQ(rc, 128 + SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
   fs::remove_all(dir);
 }
 
