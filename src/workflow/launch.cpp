@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <string_view>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -74,6 +75,27 @@ int launch(const LaunchOptions& opt) {
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  // Each rank's environment, built before fork: the child only calls async-signal-safe functions (the
+  // launcher may have other threads, whose locks a forked child must not touch).
+  std::vector<std::vector<std::string>> env_s(static_cast<size_t>(world));
+  std::vector<std::vector<char*>> envp(static_cast<size_t>(world));
+  for (int r = 0; r < world; ++r) {
+    auto& e = env_s[size_t(r)];
+    for (char** v = environ; *v; ++v) {
+      const std::string_view kv(*v);
+      if (!kv.starts_with("TERNLAB_RANK=") && !kv.starts_with("TERNLAB_WORLD_SIZE=") &&
+          !kv.starts_with("TERNLAB_LOCAL_GPU=") && !kv.starts_with("TERNLAB_NCCL_ID="))
+        e.emplace_back(kv);
+    }
+    e.push_back("TERNLAB_RANK=" + std::to_string(r));
+    e.push_back("TERNLAB_WORLD_SIZE=" + std::to_string(world));
+    e.push_back("TERNLAB_LOCAL_GPU=" + std::to_string(opt.gpus[size_t(r)]));
+    e.push_back("TERNLAB_NCCL_ID=" + id_file);
+    for (auto& x : e) envp[size_t(r)].push_back(x.data());
+    envp[size_t(r)].push_back(nullptr);
+  }
+  static const char kExecFailed[] = "ternlab launch: cannot run the rank's program\n";
+
   struct sigaction sa {
   }, old_int{}, old_term{};
   sa.sa_handler = forward_signal;
@@ -88,12 +110,8 @@ int launch(const LaunchOptions& opt) {
     if (pid == 0) {
       ::signal(SIGINT, SIG_DFL);  // the launcher's forwarding handler is not the rank's
       ::signal(SIGTERM, SIG_DFL);
-      ::setenv("TERNLAB_RANK", std::to_string(r).c_str(), 1);
-      ::setenv("TERNLAB_WORLD_SIZE", std::to_string(world).c_str(), 1);
-      ::setenv("TERNLAB_LOCAL_GPU", std::to_string(opt.gpus[size_t(r)]).c_str(), 1);
-      ::setenv("TERNLAB_NCCL_ID", id_file.c_str(), 1);
-      ::execv(argv[0], argv.data());
-      std::fprintf(stderr, "ternlab launch: cannot run %s: %s\n", argv[0], std::strerror(errno));
+      ::execve(argv[0], argv.data(), envp[size_t(r)].data());
+      [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kExecFailed, sizeof kExecFailed - 1);
       ::_exit(127);
     }
     if (pid < 0) {
