@@ -16,9 +16,13 @@
 #include "cuda/device_model.hpp"
 #include "cuda/gemm.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda_test_util.hpp"
 
 namespace tl::cuda {
 namespace {
+
+using cuda_test::randn;
+using cuda_test::rel_l2;
 
 struct Buf {
   float* p = nullptr;
@@ -36,22 +40,6 @@ struct Buf {
     return h;
   }
 };
-
-std::vector<float> randn(size_t n, uint64_t seed, float scale) {
-  Rng r(seed);
-  std::vector<float> x(n);
-  for (auto& v : x) v = float(r.normal()) * scale;
-  return x;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 struct Shape {
   int64_t B, T, NH, NKV, hd;
@@ -100,8 +88,7 @@ void compare(const Shape& sh, int64_t scratch_sequences) {
 }
 
 TEST(CudaAttention, GemmPathMatchesTheKernels) {
-  std::string why;
-  if (!available(&why)) GTEST_SKIP() << "no usable GPU: " << why;
+  SKIP_WITHOUT_GPU();
   compare({3, 37, 4, 2, 32}, 3);     // grouped query, odd length, one chunk
   compare({5, 37, 4, 2, 32}, 2);     // three chunks
   compare({2, 128, 20, 5, 128}, 1);  // the 2b4t head shape at the study's length, a chunk per sequence

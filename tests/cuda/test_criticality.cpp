@@ -28,15 +28,12 @@
 #include "cuda/criticality_runner.hpp"
 #include "cuda/device_model.hpp"
 #include "cuda/inference.hpp"
+#include "cuda_test_util.hpp"
 
 namespace tl::cuda {
 namespace {
 
-#define REQUIRE_GPU()                            \
-  do {                                           \
-    std::string why_;                            \
-    if (!available(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
+using cuda_test::rel_l2;
 
 constexpr double kBlockOutTol = 1e-3, kBlockCorrTol = 1e-2;
 constexpr double kBrTol = 1e-4, kDTol = 2e-3, kLambdaTol = 2e-3, kFtleTol = 2e-2;
@@ -54,23 +51,12 @@ Model criticality_model(uint64_t seed) {
   return m;
 }
 
-// ||a - b|| / ||b|| over n elements (b the CPU reference).
-double rel_l2(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  return den == 0 ? (num == 0 ? 0 : INFINITY) : std::sqrt(num / den);
-}
-
 double rel_err(double gpu, double cpu) {
   return std::abs(gpu - cpu) / std::abs(cpu);
 }
 
 TEST(CudaCriticality, BlockOutputsMatchCpu) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   const Model m = criticality_model(7);
   CpuModel cpu(m);
   const int64_t T = 37, C = m.config.hidden_size, L = m.config.num_hidden_layers;
@@ -143,7 +129,7 @@ void expect_close(const CriticalityResult& g, const CriticalityResult& c, const 
 }
 
 TEST(CudaCriticality, MeasurementsAndControlsMatchCpu) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   const Model base = criticality_model(9);
   std::vector<std::vector<int32_t>> texts;
   for (int i = 0; i < 3; ++i)

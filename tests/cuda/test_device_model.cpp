@@ -28,22 +28,18 @@
 #include "../common/test_util.hpp"
 #include "core/rng.hpp"
 #include "cuda/device_model.hpp"
+#include "cuda_test_util.hpp"
 #include "model/quant.hpp"
 #include "train/train_model.hpp"
 
 namespace tl::cuda {
 namespace {
 
+using cuda_test::rel_l2;
 using test::error_of;
 using train::kIgnoreTarget;
 using train::TrainOptions;
 using train::WeightQuantMode;
-
-#define REQUIRE_GPU()                            \
-  do {                                           \
-    std::string why_;                            \
-    if (!available(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
 
 BitNetConfig tiny_config() {
   BitNetConfig c = config_preset("tiny");  // hidden 64, 2 layers, 4 heads of 16, 2 kv heads, vocab 512
@@ -72,17 +68,6 @@ std::vector<int32_t> shifted_targets(const std::vector<int32_t>& tok, int64_t B,
     for (int64_t i = 0; i + 1 < T; ++i) t[size_t(b * T + i)] = tok[size_t(b * T + i + 1)];
   if (T > 2) t[1] = kIgnoreTarget;
   return t;
-}
-
-double rel_l2(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  if (den == 0) return num == 0 ? 0 : INFINITY;
-  return std::sqrt(num / den);
 }
 
 struct Tol {
@@ -168,30 +153,30 @@ Result compare(Model& model, TrainOptions qo, int64_t B, int64_t T, const Tol& t
 }
 
 TEST(CudaDeviceModel, Describe) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   std::printf("  device: %s\n", device_description().c_str());
 }
 
 TEST(CudaDeviceModel, AbsmeanMatchesCpu) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 11);
   compare(m, TrainOptions{}, 2, 13, kQuantTol, 5);
 }
 
 TEST(CudaDeviceModel, AbsmeanNoKeptLogits) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 12);
   compare(m, TrainOptions{}, 3, 7, kQuantTol, 6, false, false);
 }
 
 TEST(CudaDeviceModel, LongerSequenceSingleRow) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 13);
   compare(m, TrainOptions{}, 1, 77, kQuantTol, 7);  // several key and query tiles
 }
 
 TEST(CudaDeviceModel, HeadDim128AtT128) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   BitNetConfig c = tiny_config();
   c.hidden_size = 256;
   c.num_attention_heads = 2;
@@ -204,7 +189,7 @@ TEST(CudaDeviceModel, HeadDim128AtT128) {
 }
 
 TEST(CudaDeviceModel, FixedScales) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 15);
   for (const auto& v : m.views)
     if (v.kind == ParamKind::Linear)
@@ -213,7 +198,7 @@ TEST(CudaDeviceModel, FixedScales) {
 }
 
 TEST(CudaDeviceModel, RptFixedScales) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 16);
   Rng rng(3);
   for (const auto& v : m.views)
@@ -226,25 +211,25 @@ TEST(CudaDeviceModel, RptFixedScales) {
 }
 
 TEST(CudaDeviceModel, WeightQuantOff) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 17);
   compare(m, TrainOptions{WeightQuantMode::Off, true}, 2, 9, kWeightOffTol, 11);
 }
 
 TEST(CudaDeviceModel, ActQuantOff) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 18);
   compare(m, TrainOptions{WeightQuantMode::Absmean, false}, 2, 9, kActOffTol, 12);
 }
 
 TEST(CudaDeviceModel, BothQuantizersOff) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 19);
   compare(m, TrainOptions{WeightQuantMode::Off, false}, 2, 9, kBothOffTol, 13);
 }
 
 TEST(CudaDeviceModel, SiluUntiedHead) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   BitNetConfig c = tiny_config();
   c.hidden_act = Activation::Silu;
   c.tie_word_embeddings = false;
@@ -253,7 +238,7 @@ TEST(CudaDeviceModel, SiluUntiedHead) {
 }
 
 TEST(CudaDeviceModel, MultiHeadAttentionNoGqa) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   BitNetConfig c = tiny_config();
   c.num_key_value_heads = 4;
   Model m = random_model(c, 21);
@@ -261,7 +246,7 @@ TEST(CudaDeviceModel, MultiHeadAttentionNoGqa) {
 }
 
 TEST(CudaDeviceModel, RecomputeMatchesCpuAndSaved) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   BitNetConfig c = tiny_config();
   c.num_hidden_layers = 3;
   Model m = random_model(c, 22);
@@ -284,7 +269,7 @@ TEST(CudaDeviceModel, RecomputeMatchesCpuAndSaved) {
 }
 
 TEST(CudaDeviceModel, AccumulationZeroGradAndRoundTrip) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 23);
   const int64_t B = 2, T = 9, N = B * T;
   const auto tok = test::random_tokens(N, m.config.vocab_size, 17);
@@ -341,7 +326,7 @@ TEST(CudaDeviceModel, AccumulationZeroGradAndRoundTrip) {
 // constant_weights (evaluation): codes built once and reused give the same bits as rebuilding them every
 // forward, for other tokens too; upload_params refreshes them; backward still works.
 TEST(CudaDeviceModel, ConstantWeightsCacheTheCodes) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 29);
   const int64_t B = 2, T = 11, N = B * T;
   const auto tok1 = test::random_tokens(N, m.config.vocab_size, 3);
@@ -370,7 +355,7 @@ TEST(CudaDeviceModel, ConstantWeightsCacheTheCodes) {
 }
 
 TEST(CudaDeviceModel, LogitsWithoutTargets) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 24);
   const int64_t B = 1, T = 5;
   const auto tok = test::random_tokens(B * T, m.config.vocab_size, 18);
@@ -386,7 +371,7 @@ TEST(CudaDeviceModel, LogitsWithoutTargets) {
 }
 
 TEST(CudaDeviceModel, Refusals) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   Model m = random_model(tiny_config(), 25);
   DeviceModelOptions o;
   o.max_tokens = 16;
@@ -433,7 +418,7 @@ TEST(CudaDeviceModel, Refusals) {
 // Timing of a 2B-4T-shaped model (zero weights: the GEMM and kernel shapes are what matter), only when
 // TL_CUDA_BENCH is set: TL_CUDA_BENCH=1 ./test_cuda --gtest_filter='*Bench*'.
 TEST(CudaDeviceModel, Bench2b4t) {
-  REQUIRE_GPU();
+  SKIP_WITHOUT_GPU();
   if (!std::getenv("TL_CUDA_BENCH")) GTEST_SKIP() << "set TL_CUDA_BENCH=1 to time a 2b4t-shaped model";
   const BitNetConfig c = config_preset("2b4t");
   Model m = make_model(c);

@@ -18,6 +18,7 @@
 #include "cuda/device_trainer.hpp"
 #include "cuda/nccl.hpp"
 #include "cuda/optim.hpp"
+#include "cuda_test_util.hpp"
 #include "model/model.hpp"
 #include "train/optim.hpp"
 #include "train/trainer.hpp"
@@ -26,19 +27,8 @@ namespace tl::cuda {
 namespace {
 
 namespace fs = std::filesystem;
-
-#define SKIP_WITHOUT_GPU()                                          \
-  do {                                                              \
-    std::string why;                                                \
-    if (!available(&why)) GTEST_SKIP() << "no usable GPU: " << why; \
-  } while (0)
-
-std::vector<float> randn(size_t n, uint64_t seed, float scale) {
-  Rng r(seed);
-  std::vector<float> x(n);
-  for (auto& v : x) v = float(r.normal()) * scale;
-  return x;
-}
+using cuda_test::randn;
+using cuda_test::rel_l2;
 
 // Device copies of host vectors, freed at scope end.
 struct Dev {
@@ -211,15 +201,6 @@ train::TensorMask mask_of(const Model& m) {
   train::TensorMask mk{name, std::vector<uint8_t>(m.view(name).numel, 1)};
   for (size_t i = 0; i < mk.keep.size(); i += 5) mk.keep[i] = 0;
   return mk;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
 }
 
 // Ten steps (warm-up, cosine, clipping, grad accumulation, a mask) on the GPU against the CPU reference.
