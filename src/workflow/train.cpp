@@ -103,7 +103,8 @@ class CsvLog {
 };
 
 double code_sparsity(const Model& m, WeightQuantMode mode) {
-  if (mode == WeightQuantMode::Off) return 0;
+  // only rank 0's reports are written; the others skip the copy of the whole model
+  if (mode == WeightQuantMode::Off || !process_group().writes_outputs()) return 0;
   Model copy = m;  // the model training's forward ran: its zero codes
   return train::snap_model(copy, mode).code_sparsity;
 }
