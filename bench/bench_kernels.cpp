@@ -1,6 +1,7 @@
 // Benchmarks of the CPU kernels (cpu/ternary_kernels.hpp) on BitNet b1.58-2B-4T's shapes, per ISA.
 //   ternary GEMV (N = 1): GMAC/s and GB/s of packed weights, weights hot in cache ("hot") and streamed from
-//     memory ("cold": a rotation over copies larger than the last-level cache);
+//     memory ("cold": a rotation over copies larger than the last-level cache; "cold_valid": the same with
+//     the PackedCodes::Valid promise, as the engine calls it);
 //   ternary GEMM (N = 512, prompt processing): GMAC/s;
 //   LM head (128256 x 2560): f16_gemv and i8_gemv, GB/s of weights;
 //   vnni_peak: a loop of independent vpdpbusd, the core's int8 multiply-add ceiling (GMAC/s).
@@ -54,7 +55,9 @@ void set_counters(benchmark::State& state, double macs, double weight_bytes) {
 }
 
 // cold: rotate over enough copies of W that each call reads it from memory.
-void bench_ternary(benchmark::State& state, KernelIsa isa, int64_t N, int64_t M, int64_t K, bool cold) {
+// codes: PackedCodes::Valid is what the engine passes (its bytes come from pack_i2s, as these do).
+void bench_ternary(benchmark::State& state, KernelIsa isa, int64_t N, int64_t M, int64_t K, bool cold,
+                   PackedCodes codes) {
   const int64_t bytes = M * K / 4;
   const int64_t copies = cold ? std::max<int64_t>(2, kColdBytes / bytes) : 1;
   const auto w = random_weights(bytes, copies, 1);
@@ -62,7 +65,7 @@ void bench_ternary(benchmark::State& state, KernelIsa isa, int64_t N, int64_t M,
   std::vector<int32_t> out(static_cast<size_t>(N * M));
   int64_t i = 0;
   for (auto _ : state) {
-    ternary_gemm_i32(out.data(), M, x.data(), N, w.data() + (i++ % copies) * bytes, M, K, isa);
+    ternary_gemm_i32(out.data(), M, x.data(), N, w.data() + (i++ % copies) * bytes, M, K, isa, codes);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -141,16 +144,20 @@ int register_all() {
     for (const LinearShape& s : kShapes) {
       const std::string shape = std::string(s.name) + "/M" + std::to_string(s.M) + "_K" + std::to_string(s.K);
       benchmark::RegisterBenchmark(("gemv_hot/" + i + "/" + shape).c_str(), bench_ternary, isa, 1, s.M, s.K,
-                                   false)
+                                   false, PackedCodes::Any)
           ->UseRealTime()
           ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark(("gemv_cold/" + i + "/" + shape).c_str(), bench_ternary, isa, 1, s.M, s.K,
-                                   true)
+                                   true, PackedCodes::Any)
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(("gemv_cold_valid/" + i + "/" + shape).c_str(), bench_ternary, isa, 1, s.M,
+                                   s.K, true, PackedCodes::Valid)
           ->UseRealTime()
           ->Unit(benchmark::kMicrosecond);
       if (isa != KernelIsa::Generic)  // the generic GEMM at N = 512 takes seconds
         benchmark::RegisterBenchmark(("gemm512/" + i + "/" + shape).c_str(), bench_ternary, isa, 512, s.M,
-                                     s.K, false)
+                                     s.K, false, PackedCodes::Any)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
     }

@@ -24,6 +24,38 @@ struct BenchArgs {
   bool json = false;
 };
 
+// Decode time outside the timed phases (embedding rows, residual adds, activations, scaling, threading).
+double other_seconds(const DecodeProfile& p) {
+  return p.total - (p.ternary + p.head + p.norm + p.quantize + p.attention);
+}
+double gbs(double bytes, double seconds) {
+  return seconds > 0 ? bytes / seconds / 1e9 : 0;
+}
+
+// Per-phase table of each profiled test: ms per token, share of the total, and weight read rate.
+void print_profiles(const BenchReport& r) {
+  for (const BenchStat& s : r.stats) {
+    const DecodeProfile& p = s.profile;
+    if (p.tokens == 0 || p.total <= 0) continue;
+    const double per = 1e3 / double(p.tokens);
+    fmt::print(
+        "\n{} on {} threads, by phase ({} tokens):\n\n| phase | ms per token | share | weights read |\n"
+        "|---|---|---|---|\n",
+        s.test, s.threads, p.tokens);
+    auto row = [&](const char* name, double sec, double bytes) {
+      fmt::print("| {} | {:.2f} | {:.1f}% | {} |\n", name, sec * per, 100 * sec / p.total,
+                 bytes > 0 ? fmt::format("{:.1f} GB/s", gbs(bytes, sec)) : "");
+    };
+    row("ternary products", p.ternary, p.ternary_bytes);
+    row("LM head", p.head, p.head_bytes);
+    row("RMSNorm", p.norm, 0);
+    row("activation quantization", p.quantize, 0);
+    row("attention (RoPE, cache, scores)", p.attention, 0);
+    row("other", other_seconds(p), 0);
+    row("total", p.total, 0);
+  }
+}
+
 void run_bench_cmd(BenchArgs& a) {
   TL_CHECK(a.bench.repetitions >= 1, "--repetitions must be >= 1, found {}", a.bench.repetitions);
   if (!a.threads.empty())
@@ -49,6 +81,15 @@ void run_bench_cmd(BenchArgs& a) {
                         {"mean", s.mean},
                         {"stddev", s.stddev}};
     if (s.bandwidth_bound > 0) e["bandwidth_bound_tokens_per_s"] = s.bandwidth_bound;
+    if (s.profile.tokens > 0) {
+      const DecodeProfile& p = s.profile;
+      const double per = 1e3 / double(p.tokens);  // seconds in total -> ms per token
+      e["profile_ms_per_token"] = {{"total", p.total * per},         {"ternary", p.ternary * per},
+                                   {"head", p.head * per},           {"norm", p.norm * per},
+                                   {"quantize", p.quantize * per},   {"attention", p.attention * per},
+                                   {"other", other_seconds(p) * per}};
+      e["profile_gbs"] = {{"ternary", gbs(p.ternary_bytes, p.ternary)}, {"head", gbs(p.head_bytes, p.head)}};
+    }
     j["results"].push_back(e);
   }
   if (!a.json_out.empty()) write_file_atomic(a.json_out, j.dump(2) + "\n");
@@ -70,6 +111,7 @@ void run_bench_cmd(BenchArgs& a) {
                bw > 0 ? fmt::format("{:.1f} GB/s", bw) : "-",
                s.bandwidth_bound > 0 ? fmt::format("{:.2f}", s.bandwidth_bound) : "-");
   }
+  print_profiles(r);
 }
 
 const Registrar reg("bench", 75, [](CLI::App& app) {
@@ -86,6 +128,9 @@ const Registrar reg("bench", 75, [](CLI::App& app) {
   cmd->add_option("--backend", a->load.backend, "engine | reference | auto")->capture_default_str();
   cmd->add_option("--head", a->load.head, "engine LM head: auto | f32 | f16 | i8")->capture_default_str();
   cmd->add_flag("!--no-bandwidth", a->bench.bandwidth, "skip the read-bandwidth measurement");
+  cmd->add_flag("--profile", a->bench.profile,
+                "time the phases of each test (ternary products, LM head, norms, quantization, attention); "
+                "engine backend only");
   cmd->add_option("--json-out", a->json_out, "also write the results as JSON to this file");
   cmd->add_flag("--json", a->json, "print JSON instead of the table");
   cmd->callback([a] { run_bench_cmd(*a); });

@@ -34,9 +34,27 @@ struct RopeTable {
 };
 RopeTable make_rope_table(double theta, int64_t head_dim, int64_t max_pos);
 
+// sum of x[i]^2 in double, as 8 partial sums in a fixed order: the RMSNorms of the reference, the engine and
+// the trainer all use it, so their bits agree. (One chain of dependent adds cost 4 cycles per value: 1.4 ms
+// of a decoded 2b4t token.)
+template <class Real>
+double sum_of_squares(const Real* x, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
+  double tail = 0;
+  for (; i < n; ++i) tail += double(x[i]) * double(x[i]);
+  return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + tail;
+}
+
 // Half-split ("NeoX") rotation in place: x is (n_heads, head_dim) of one token; element i pairs with
 // i + head_dim/2: x' = x*cos + rotate_half(x)*sin, rotate_half(x) = concat(-x[d/2:], x[:d/2]).
 void rope_forward(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
+
+// The gated MLP's activation, in place: gate[i] = act(gate[i]) * up[i] over n values, act = relu(g)^2 or
+// silu(g) = g / (1 + exp(-g)).
+void gated_activation_forward(float* gate, const float* up, int64_t n, Activation act);
 
 // Causal GQA attention. q is (B,T,NH,hd) after RoPE; k, v are (B,S,NKV,hd) holding positions
 // 0 .. pos0+T-1 (S >= pos0+T is the row stride in positions: T for a full forward, the cache capacity for

@@ -34,6 +34,7 @@
 
 #include "core/error.hpp"
 #include "core/half.hpp"
+#include "model/quant.hpp"
 
 #define TL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TL_TARGET_AVX512 \
@@ -547,7 +548,9 @@ TL_TARGET_AVX512 inline __m128i reduce4_avx512(__m512i a, __m512i b, __m512i c, 
 // GEMV for T tokens (xp permuted as above, token stride K), R rows starting at m. Per 64 bytes of a row:
 // sanitize, 4 shift/and unpacks shared by the T tokens, then one dpbusd per token and group (exact int32;
 // |acc| <= 256 K). R x T accumulators of 16 partial sums each, reduced at the end.
-template <int R, int T>
+// Sanitize = false skips the code-3 step for bytes known to hold none (from pack_i2s; 2 of 13 operations
+// per 64 bytes of the one-token GEMV).
+template <int R, int T, bool Sanitize = true>
 TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const int8_t* xp, const uint8_t* w,
                                                 int64_t K, int64_t m, const int32_t* xsum) {
   const int64_t row_bytes = K / 4, pairs = K / 256;
@@ -562,7 +565,8 @@ TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const
       // Prefetch two row groups ahead at the same offset (the hardware prefetchers alone leave this
       // loop waiting on loads; a prefetch never faults, even past the end of W).
       _mm_prefetch(reinterpret_cast<const char*>(w + (m + r + 2 * R) * row_bytes + 64 * p), _MM_HINT_T0);
-      const __m512i v = sanitize_avx512(_mm512_loadu_si512(w + (m + r) * row_bytes + 64 * p));
+      const __m512i raw = _mm512_loadu_si512(w + (m + r) * row_bytes + 64 * p);
+      const __m512i v = Sanitize ? sanitize_avx512(raw) : raw;
       c[r][0] = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
       c[r][1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2);
       c[r][2] = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2);
@@ -609,20 +613,24 @@ TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const
 }
 
 // Rows [m0, m1) for T tokens: 4 rows per call up to 3 tokens, 2 rows from 4 tokens (register budget).
-template <int T>
+template <int T, bool Sanitize = true>
 TL_TARGET_AVX512 void ternary_gemv_rows_avx512(int32_t* out, int64_t ldo, const int8_t* xp, const uint8_t* w,
                                                int64_t K, int64_t m0, int64_t m1, const int32_t* xsum) {
   constexpr int R = T <= 3 ? 4 : 2;
   int64_t m = m0;
-  for (; m + R <= m1; m += R) ternary_gemv_group_avx512<R, T>(out, ldo, xp, w, K, m, xsum);
-  for (; m < m1; ++m) ternary_gemv_group_avx512<1, T>(out, ldo, xp, w, K, m, xsum);
+  for (; m + R <= m1; m += R) ternary_gemv_group_avx512<R, T, Sanitize>(out, ldo, xp, w, K, m, xsum);
+  for (; m < m1; ++m) ternary_gemv_group_avx512<1, T, Sanitize>(out, ldo, xp, w, K, m, xsum);
 }
 
 constexpr int64_t kGemvChunkAvx512 = 8;  // tokens per AVX-512 GEMV pass over the weights
 
 TL_TARGET_AVX512 void ternary_gemv_avx512(int32_t* out, int64_t ldo, const int8_t* xp, int64_t N,
                                           const uint8_t* w, int64_t K, int64_t m0, int64_t m1,
-                                          const int32_t* xsum) {
+                                          const int32_t* xsum, bool valid_codes) {
+  if (N == 1 && valid_codes) {  // decoding: the hot path
+    ternary_gemv_rows_avx512<1, false>(out, ldo, xp, w, K, m0, m1, xsum);
+    return;
+  }
   for (int64_t n0 = 0; n0 < N; n0 += kGemvChunkAvx512) {
     const int64_t T = std::min(kGemvChunkAvx512, N - n0);
     int32_t* o = out + n0 * ldo;
@@ -882,6 +890,31 @@ TL_TARGET_AVX512 void i8_rows_avx512(int32_t* dots, const int8_t* w, int64_t K, 
   for (; m < m1; ++m) i8_group_avx512<1>(dots + (m - m0), w, K, xq, correction, m);
 }
 
+// max |x| and the int8 codes of model/quant.cpp's quantizer: max is exact in any order (and _mm512_max_ps
+// with x first skips NaNs, as std::max(amax, x) does); cvtps_epi32 rounds half to even in the default
+// rounding mode, as the scalar (v + 1.5*2^23) - 1.5*2^23 does, and the saturating narrowing is the clamp.
+TL_TARGET_AVX512 float abs_max_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m);
+  if (i < n)
+    m = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), x + i)), m);
+  return _mm512_reduce_max_ps(m);
+}
+
+TL_TARGET_AVX512 void quantize_codes_avx512(const float* x, int64_t n, float s, int8_t* q) {
+  const __m512 sv = _mm512_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), sv))));
+  if (i < n) {
+    const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_cvtsepi32_storeu_epi8(
+        q + i, tail, _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + i), sv)));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Drivers.
 
@@ -890,7 +923,7 @@ void check_sizes(const char* what, int64_t M, int64_t K) {
 }
 
 void ternary_gemv(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, const uint8_t* w, int64_t M,
-                  int64_t K, KernelIsa isa, const int32_t* xsum, bool parallel) {
+                  int64_t K, KernelIsa isa, const int32_t* xsum, bool parallel, bool valid_codes) {
   const int8_t* xs = x;
   if (isa == KernelIsa::Avx512Vnni) {  // permuted copy of the activations, shared by all threads
     int8_t* xp = reinterpret_cast<int8_t*>(scratch(Slot::Activations, size_t(N * K)));
@@ -902,7 +935,7 @@ void ternary_gemv(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, const u
   split_over_threads(groups, parallel, [&](int64_t g0, int64_t g1) {
     const int64_t m0 = g0 * 4, m1 = std::min(M, g1 * 4);
     if (isa == KernelIsa::Avx512Vnni)
-      ternary_gemv_avx512(out, ldo, xs, N, w, K, m0, m1, xsum);
+      ternary_gemv_avx512(out, ldo, xs, N, w, K, m0, m1, xsum, valid_codes);
     else if (N == 1)
       ternary_gemv_rows_avx2<1>(out, ldo, xs, w, K, m0, m1, xsum);
     else if (N == 2)
@@ -1068,7 +1101,7 @@ void unpack_i2s(const uint8_t* packed, int64_t M, int64_t K, int8_t* codes) {
 }
 
 void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, const uint8_t* w, int64_t M,
-                      int64_t K, KernelIsa isa) {
+                      int64_t K, KernelIsa isa, PackedCodes codes) {
   TL_CHECK(N >= 0 && M >= 0 && K >= 0, "ternary_gemm_i32: negative size (N = {}, M = {}, K = {})", N, M, K);
   TL_CHECK(K % kBlock == 0, "ternary_gemm_i32: K = {} is not a multiple of {}", K, kBlock);
   TL_CHECK(K <= kMaxK, "ternary_gemm_i32: K = {} is above the supported {}", K, kMaxK);
@@ -1095,7 +1128,16 @@ void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, con
   }
   int32_t xsum[std::max(kGemvMaxTokensAvx2, kGemvMaxTokensAvx512)];
   token_sums(x, N, K, xsum);
-  ternary_gemv(out, ldo, x, N, w, M, K, isa, xsum, parallel);
+  ternary_gemv(out, ldo, x, N, w, M, K, isa, xsum, parallel, codes == PackedCodes::Valid);
+}
+
+float quantize_activation_row_isa(const float* x, int64_t n, int8_t* q, KernelIsa isa) {
+  check_sizes("quantize_activation_row_isa", 0, n);
+  check_isa(isa, "quantize_activation_row_isa");
+  if (isa != KernelIsa::Avx512Vnni) return quantize_activation_row(x, size_t(n), q);
+  const float s = act_scale(abs_max_avx512(x, n));
+  quantize_codes_avx512(x, n, s, q);
+  return s;
 }
 
 void f16_gemv(float* out, const uint16_t* w, int64_t M, int64_t K, const float* x, KernelIsa isa) {

@@ -46,8 +46,17 @@ void unpack_i2s(const uint8_t* packed, int64_t M, int64_t K, int8_t* codes);
 // Parallel (OpenMP, over output rows) when the work is large enough; the result never depends on the
 // thread count. Scratch is kept per thread between calls: about N x K bytes for the activations (calling
 // thread) and under 1 MiB per thread for panels and partial sums at N = 512.
+//
+// codes: Any (the default) accepts every byte (code 3 reads as 0). Valid promises that W holds no code 3, as
+// pack_i2s writes it; the one-token AVX-512 GEMV then skips the step that maps code 3 to 0. With code 3
+// present and Valid, sums are wrong (code 3 then counts as weight +2) but memory accesses are the same.
+enum class PackedCodes { Any, Valid };
 void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, const uint8_t* w, int64_t M,
-                      int64_t K, KernelIsa isa = best_kernel_isa());
+                      int64_t K, KernelIsa isa = best_kernel_isa(), PackedCodes codes = PackedCodes::Any);
+
+// model/quant.hpp's quantize_activation_row (per-token absmax to int8) with this ISA: the same scale and
+// the same codes, bit for bit, for finite x. Returns s; q (n) gets the codes.
+float quantize_activation_row_isa(const float* x, int64_t n, int8_t* q, KernelIsa isa = best_kernel_isa());
 
 // out (M) = W (M,K) . x (K): W holds f16 bits, row-major; fp32 products and accumulation. Any K. The
 // summation order depends on the ISA (results agree to fp32 rounding), not on the thread count.

@@ -102,6 +102,17 @@ BenchReport run_bench(const LanguageModel& lm, const BenchOptions& o) {
   for (auto& x : gen) x = int32_t(rng.below(uint64_t(V)));
   const int64_t cap = std::max<int64_t>(1, std::max(o.prompt, o.generate));
   auto session = lm.new_session(cap);
+  TL_CHECK(!o.profile || session->set_profile(nullptr),
+           "bench: --profile needs phase timers, which this backend ({}) does not have", lm.describe());
+  // Runs one repetition, its phases added to `profile` when timed (r >= 0) and asked for.
+  auto timed = [&](int r, DecodeProfile& profile, auto&& body) {
+    if (o.profile && r >= 0) session->set_profile(&profile);
+    const double t0 = now_s();
+    body();
+    const double dt = now_s() - t0;
+    session->set_profile(nullptr);
+    return dt;
+  };
 
   for (int t : threads) {
     set_num_threads(t);
@@ -112,24 +123,22 @@ BenchReport run_bench(const LanguageModel& lm, const BenchOptions& o) {
     }
     // A warm-up of each test first (page faults, caches, thread start-up), as llama-bench does.
     if (o.prompt > 0) {
-      BenchStat s{"pp" + std::to_string(o.prompt), t, {}, 0, 0, 0};
+      BenchStat s{"pp" + std::to_string(o.prompt), t, {}, 0, 0, 0, {}};
       for (int r = -1; r < o.repetitions; ++r) {
         session->clear();
-        const double t0 = now_s();
-        session->decode(prompt);
-        const double dt = now_s() - t0;
+        const double dt = timed(r, s.profile, [&] { session->decode(prompt); });
         if (r >= 0) s.tokens_per_s.push_back(double(o.prompt) / dt);
       }
       mean_stddev(s.tokens_per_s, s.mean, s.stddev);
       rep.stats.push_back(std::move(s));
     }
     if (o.generate > 0) {
-      BenchStat s{"tg" + std::to_string(o.generate), t, {}, 0, 0, 0};
+      BenchStat s{"tg" + std::to_string(o.generate), t, {}, 0, 0, 0, {}};
       for (int r = -1; r < o.repetitions; ++r) {
         session->clear();
-        const double t0 = now_s();
-        for (int64_t i = 0; i < o.generate; ++i) session->decode(std::span(gen).subspan(size_t(i), 1));
-        const double dt = now_s() - t0;
+        const double dt = timed(r, s.profile, [&] {
+          for (int64_t i = 0; i < o.generate; ++i) session->decode(std::span(gen).subspan(size_t(i), 1));
+        });
         if (r >= 0) s.tokens_per_s.push_back(double(o.generate) / dt);
       }
       mean_stddev(s.tokens_per_s, s.mean, s.stddev);

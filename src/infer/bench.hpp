@@ -19,6 +19,7 @@ struct BenchOptions {
   uint64_t seed = 1;           // the random token ids
   bool bandwidth = true;       // measure read bandwidth at each thread count
   size_t bytes_per_token = 0;  // weights read per decoded token (0: unknown, no floor reported)
+  bool profile = false;        // time the phases of the timed runs (DecodeProfile); the engine only
 };
 
 struct BenchStat {
@@ -28,6 +29,7 @@ struct BenchStat {
   double mean = 0, stddev = 0;       // sample standard deviation (n-1)
   double bandwidth_bound =
       0;  // tg only: the most tokens/s reading bytes_per_token at the measured bandwidth allows (0: unknown)
+  DecodeProfile profile;  // summed over the timed runs when options.profile (profile.tokens > 0)
 };
 
 struct BenchReport {
@@ -36,7 +38,8 @@ struct BenchReport {
   std::vector<std::pair<int, double>> bandwidth_gbs;  // (threads, GB/s read)
 };
 
-// Errors: repetitions < 1, negative sizes, prompt + generate beyond the context, threads < 1.
+// Errors: repetitions < 1, negative sizes, prompt + generate beyond the context, threads < 1, profile on a
+// backend without phase timers.
 BenchReport run_bench(const LanguageModel& lm, const BenchOptions& options);
 
 // Read bandwidth in GB/s (1e9 bytes/s): the best of a few passes summing a buffer of `bytes` (much larger

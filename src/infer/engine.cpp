@@ -235,6 +235,22 @@ std::string Engine::describe() const {
 
 // ---------------------------------------------------------------------------------------------------------
 
+// Adds the wall time of its scope to one field of a DecodeProfile; does nothing without a profile.
+class PhaseTimer {
+ public:
+  PhaseTimer(DecodeProfile* p, double DecodeProfile::*field)
+      : slot_(p ? &(p->*field) : nullptr), t0_(p ? omp_get_wtime() : 0) {}
+  ~PhaseTimer() {
+    if (slot_) *slot_ += omp_get_wtime() - t0_;
+  }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+
+ private:
+  double* slot_;
+  double t0_;
+};
+
 class EngineSession : public DecodeSession {
  public:
   EngineSession(const Engine& e, int64_t capacity)
@@ -242,6 +258,10 @@ class EngineSession : public DecodeSession {
 
   int64_t length() const override { return cache_.length; }
   int64_t capacity() const override { return cache_.capacity; }
+  bool set_profile(DecodeProfile* profile) override {
+    prof_ = profile;
+    return true;
+  }
   void truncate(int64_t n) override {
     TL_CHECK(n >= 0 && n <= cache_.length, "truncate: {} is outside 0..{}", n, cache_.length);
     cache_.length = n;
@@ -254,11 +274,13 @@ class EngineSession : public DecodeSession {
     for (int64_t i = 0; i < n; ++i)
       TL_CHECK(tokens[size_t(i)] >= 0 && tokens[size_t(i)] < e_.cfg_.vocab_size,
                "decode: token {} at index {} is outside [0, {})", tokens[size_t(i)], i, e_.cfg_.vocab_size);
+    PhaseTimer timer(prof_, &DecodeProfile::total);
     for (int64_t i = 0; i < n; i += e_.opt_.prompt_chunk) {
       const int64_t m = std::min(e_.opt_.prompt_chunk, n - i);
       run(tokens.data() + i, m);
     }
     head();
+    if (prof_) prof_->tokens += n;
     return logits_;
   }
 
@@ -277,14 +299,19 @@ class EngineSession : public DecodeSession {
   }
 
  private:
+  void norm(float* out, const float* in, const std::vector<float>& weight, int64_t N, int64_t C, float eps) {
+    PhaseTimer timer(prof_, &DecodeProfile::norm);
+    rmsnorm_forward(out, in, weight.data(), N, C, eps);
+  }
   // Quantizes h (N rows of K, stride ld) into codes with row stride kp (zero-padded), scales into s_.
   void quantize(const float* h, int64_t N, int64_t K, int64_t kp) {
+    PhaseTimer timer(prof_, &DecodeProfile::quantize);
     grow(xq_, size_t(N * kp));
     grow(s_, size_t(N));
 #pragma omp parallel for schedule(static) if (N * K >= kParallelMin)
     for (int64_t r = 0; r < N; ++r) {
       int8_t* q = xq_.data() + r * kp;
-      s_[size_t(r)] = quantize_activation_row(h + r * K, size_t(K), q);
+      s_[size_t(r)] = quantize_activation_row_isa(h + r * K, K, q, e_.opt_.isa);
       std::memset(q + K, 0, size_t(kp - K));
     }
   }
@@ -292,18 +319,32 @@ class EngineSession : public DecodeSession {
   // segment j goes to outs[j] (N, seg_rows) contiguous.
   void linear(const Engine::Packed& w, int64_t N, std::initializer_list<float*> outs) {
     grow(acc_, size_t(N * w.rows));
-    ternary_gemm_i32(acc_.data(), w.rows, xq_.data(), N, w.bytes.data(), w.rows, w.kp, e_.opt_.isa);
+    {
+      PhaseTimer timer(prof_, &DecodeProfile::ternary);
+      // The engine's bytes come from pack_i2s: no code 3.
+      ternary_gemm_i32(acc_.data(), w.rows, xq_.data(), N, w.bytes.data(), w.rows, w.kp, e_.opt_.isa,
+                       PackedCodes::Valid);
+    }
+    if (prof_) prof_->ternary_bytes += double(w.bytes.size());
     int64_t r0 = 0;
     size_t j = 0;
     for (float* out : outs) {
       const int64_t r1 = w.seg_end[j], m = r1 - r0;
       const float alpha = w.seg_scale[j];
-#pragma omp parallel for schedule(static) if (N * m >= kParallelMin)
-      for (int64_t n = 0; n < N; ++n) {
-        const float rs = alpha / s_[size_t(n)];  // the reference's row scale, the same fp32 operations
-        const int32_t* a = acc_.data() + n * w.rows + r0;
+      const int32_t* acc = acc_.data();
+      const float* s = s_.data();
+      const int64_t ld = w.rows;
+      auto scale_row = [&](int64_t n) {
+        const float rs = alpha / s[n];  // the reference's row scale, the same fp32 operations
+        const int32_t* a = acc + n * ld + r0;
         float* o = out + n * m;
         for (int64_t i = 0; i < m; ++i) o[i] = float(a[i]) * rs;
+      };
+      if (N * m < kParallelMin) {  // decoding: no OpenMP call at all
+        for (int64_t n = 0; n < N; ++n) scale_row(n);
+      } else {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; ++n) scale_row(n);
       }
       r0 = r1;
       ++j;
@@ -335,45 +376,36 @@ class EngineSession : public DecodeSession {
     grow(gate_, size_t(N * F));
     grow(up_, size_t(N * F));
     for (int64_t n = 0; n < N; ++n) e_.embed_.row(tokens[n], x_.data() + n * C);
-    const bool relu2 = c.hidden_act == Activation::Relu2;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Engine::Layer& y = e_.layers_[size_t(l)];
       // --- attention
-      rmsnorm_forward(h_.data(), x_.data(), y.norm_in.data(), N, C, eps);
+      norm(h_.data(), x_.data(), y.norm_in, N, C, eps);
       quantize(h_.data(), N, C, y.qkv.kp);
       linear(y.qkv, N, {q_.data(), k_.data(), v_.data()});
+      {
+        PhaseTimer timer(prof_, &DecodeProfile::attention);
 #pragma omp parallel for schedule(static) if (N * Q >= kParallelMin)
-      for (int64_t n = 0; n < N; ++n) {
-        const int64_t pos = pos0 + n;
-        rope_forward(q_.data() + n * Q, NH, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
-        rope_forward(k_.data() + n * KV, NKV, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t pos = pos0 + n;
+          rope_forward(q_.data() + n * Q, NH, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+          rope_forward(k_.data() + n * KV, NKV, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+        }
+        std::memcpy(cache_.k_layer(l) + pos0 * KV, k_.data(), size_t(N * KV) * sizeof(float));
+        std::memcpy(cache_.v_layer(l) + pos0 * KV, v_.data(), size_t(N * KV) * sizeof(float));
+        attention_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), 1, N, cache_.capacity,
+                          pos0, NH, NKV, hd);
       }
-      std::memcpy(cache_.k_layer(l) + pos0 * KV, k_.data(), size_t(N * KV) * sizeof(float));
-      std::memcpy(cache_.v_layer(l) + pos0 * KV, v_.data(), size_t(N * KV) * sizeof(float));
-      attention_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), 1, N, cache_.capacity,
-                        pos0, NH, NKV, hd);
-      rmsnorm_forward(h_.data(), att_.data(), y.norm_attn_sub.data(), N, Q, eps);
+      norm(h_.data(), att_.data(), y.norm_attn_sub, N, Q, eps);
       quantize(h_.data(), N, Q, y.o.kp);
       linear(y.o, N, {o_.data()});
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
       for (int64_t i = 0; i < N * C; ++i) x_[size_t(i)] += o_[size_t(i)];
       // --- MLP
-      rmsnorm_forward(h_.data(), x_.data(), y.norm_post.data(), N, C, eps);
+      norm(h_.data(), x_.data(), y.norm_post, N, C, eps);
       quantize(h_.data(), N, C, y.gate_up.kp);
       linear(y.gate_up, N, {gate_.data(), up_.data()});
-#pragma omp parallel for schedule(static) if (N * F >= kParallelMin)
-      for (int64_t i = 0; i < N * F; ++i) {
-        const float g = gate_[size_t(i)];
-        float act;
-        if (relu2) {
-          const float r = g > 0 ? g : 0.0f;
-          act = r * r;
-        } else {
-          act = g / (1.0f + std::exp(-g));
-        }
-        gate_[size_t(i)] = act * up_[size_t(i)];
-      }
-      rmsnorm_forward(h_.data(), gate_.data(), y.norm_ffn_sub.data(), N, F, eps);
+      gated_activation_forward(gate_.data(), up_.data(), N * F, c.hidden_act);
+      norm(h_.data(), gate_.data(), y.norm_ffn_sub, N, F, eps);
       quantize(h_.data(), N, F, y.down.kp);
       linear(y.down, N, {o_.data()});
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
@@ -394,8 +426,12 @@ class EngineSession : public DecodeSession {
 
   // logits_ (V) from last_ (C), the final-normed hidden state of the last token.
   void head() {
+    PhaseTimer timer(prof_, &DecodeProfile::head);
     const BitNetConfig& c = e_.cfg_;
     const int64_t C = c.hidden_size, V = c.vocab_size;
+    if (prof_)  // the table's bytes: int8 rows and their scales, f16 or f32
+      prof_->head_bytes += e_.head_type_ == "i8" ? double(e_.head_i8_.size() + e_.head_i8_scale_.size() * 4)
+                                                 : double((e_.head_.rows ? e_.head_ : e_.embed_).bytes());
     if (e_.head_type_ == "i8") {
       std::vector<int8_t> hq(static_cast<size_t>(C));
       const float s = quantize_activation_row(last_.data(), size_t(C), hq.data());
@@ -417,6 +453,7 @@ class EngineSession : public DecodeSession {
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, s_;
   std::vector<int8_t> xq_;
   std::vector<int32_t> acc_;
+  DecodeProfile* prof_ = nullptr;  // phase timers on when set (bench --profile)
 };
 
 void Engine::head_rows(const float* h, int64_t rows, float* out) const {

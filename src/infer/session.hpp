@@ -11,6 +11,19 @@
 
 namespace tl {
 
+// Wall time of a session's decode calls by phase, summed over calls (seconds), and the weight bytes the
+// ternary products and the LM head read: what `ternlab bench --profile` reports per token.
+struct DecodeProfile {
+  double total = 0;      // whole decode calls
+  double ternary = 0;    // ternary matrix products (the kernel calls)
+  double head = 0;       // the LM head
+  double norm = 0;       // RMSNorms
+  double quantize = 0;   // int8 activation quantization
+  double attention = 0;  // RoPE, cache writes and attention over the cache
+  double ternary_bytes = 0, head_bytes = 0;
+  int64_t tokens = 0;  // tokens decoded
+};
+
 class DecodeSession {
  public:
   virtual ~DecodeSession() = default;
@@ -24,6 +37,12 @@ class DecodeSession {
   // stays valid until the next call. Errors (session unchanged): no tokens, a token outside
   // [0, vocab_size), length() + tokens.size() > capacity().
   virtual std::span<const float> decode(std::span<const int32_t> tokens) = 0;
+  // Adds the phase times of later decode calls into *profile (null: stops). Returns false, recording
+  // nothing, where the backend has no phase timers (the fp32 reference).
+  virtual bool set_profile(DecodeProfile* profile) {
+    (void)profile;
+    return false;
+  }
 };
 
 class LanguageModel {

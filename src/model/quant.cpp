@@ -15,6 +15,21 @@ inline float round_half_even_small(float v) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   return (v + kMagic) - kMagic;
 }
+
+// max |x[i]| (0 for n = 0; NaNs are skipped, as std::max(amax, NaN) keeps amax). Sixteen running maxima
+// instead of one: max is exact in any order, and one chain of dependent maxss costs 4 cycles per element
+// (about 11 us per 6912-wide row, a sixth of a decoded token's non-GEMV time at 2b4t) where the lanes
+// vectorize.
+float abs_max(const float* x, size_t n) {
+  float lane[16] = {};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (size_t j = 0; j < 16; ++j) lane[j] = std::max(lane[j], std::fabs(x[i + j]));
+  float amax = 0;
+  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  for (float v : lane) amax = std::max(amax, v);
+  return amax;
+}
 }  // namespace
 
 float absmean_scale(const float* w, size_t n) {
@@ -56,17 +71,13 @@ float act_scale(float amax) {
 }
 
 float quantize_activation_row(const float* x, size_t n, int8_t* q) {
-  float amax = 0;
-  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float s = act_scale(amax);
+  const float s = act_scale(abs_max(x, n));
   for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f));
   return s;
 }
 
 float fake_quantize_activation_row(const float* x, size_t n, float* out) {
-  float amax = 0;
-  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float s = act_scale(amax);
+  const float s = act_scale(abs_max(x, n));
   for (size_t i = 0; i < n; ++i) out[i] = std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f) / s;
   return s;
 }

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/forward.hpp"
 #include "model/quant.hpp"
 
 namespace tl::train {
@@ -87,8 +88,8 @@ void rmsnorm_forward(Real* out, Real* rstd, const Real* inp, const Real* weight,
   for (int64_t n = 0; n < N; ++n) {
     const Real* x = inp + n * C;  // x is (C)
     Real* o = out + n * C;
-    double ss = 0;  // in double, as src/cpu's rmsnorm_forward: the float path gives the same bits
-    for (int64_t i = 0; i < C; ++i) ss += double(x[i]) * double(x[i]);
+    const double ss =
+        sum_of_squares(x, C);  // as src/cpu's rmsnorm_forward: the float path gives the same bits
     const Real var = Real(ss / double(C));
     const Real r = Real(1) / std::sqrt(var + eps);
     for (int64_t i = 0; i < C; ++i) o[i] = weight[i] * (x[i] * r);

@@ -128,3 +128,33 @@ TEST_F(CliEnginePpl, RefusesFlagsThatMakeNoSense) {
 }
 
 }  // namespace
+
+namespace {
+
+// `ternlab bench --profile` on the engine: every test gets a per-phase profile (JSON and table); the
+// reference backend, which has no phase timers, is refused with a clear message.
+TEST_F(CliEnginePpl, BenchProfilesThePhases) {
+  const auto r = run("bench " + gguf() + " -p 8 -n 4 -r 2 -t 1 --no-bandwidth --profile --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = last_json(r.out);
+  ASSERT_EQ(j["results"].size(), 2u);
+  for (const auto& e : j["results"]) {
+    const auto& p = e["profile_ms_per_token"];
+    for (const char* k : {"total", "ternary", "head", "norm", "quantize", "attention", "other"})
+      ASSERT_TRUE(p.contains(k)) << k << "\n" << r.out;
+    EXPECT_GT(p["total"].get<double>(), 0);
+    EXPECT_GT(p["ternary"].get<double>(), 0);
+    EXPECT_LE(p["ternary"].get<double>() + p["head"].get<double>(), p["total"].get<double>());
+    EXPECT_GT(e["profile_gbs"]["ternary"].get<double>(), 0);
+  }
+  const auto text = run("bench " + gguf() + " -p 0 -n 4 -r 1 -t 1 --no-bandwidth --profile");
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_THAT(text.out, HasSubstr("tg4 on 1 threads, by phase (4 tokens)"));
+  EXPECT_THAT(text.out, HasSubstr("| ternary products |"));
+
+  const auto ref = run("bench " + ck() + " --backend reference -p 0 -n 2 -r 1 --no-bandwidth --profile");
+  EXPECT_NE(ref.code, 0);
+  EXPECT_THAT(ref.out, HasSubstr("--profile needs phase timers"));
+}
+
+}  // namespace

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../common/test_util.hpp"
@@ -103,6 +104,35 @@ void expect_matches_reference(const Model& m, int64_t B, int64_t T, uint64_t see
   std::printf(
       "  logits rel L2 = %.3g over %zu values; codes: %lld checked, %lld near ties, %lld resolved by taps\n",
       err, ref.logits.size(), (long long)ref.quantized, (long long)ref.ambiguous, (long long)ref.flipped);
+}
+
+// gated_activation_forward against the formulas written out, value by value and bit for bit: every tail
+// length of the vector loop, signed zeros, NaN and infinities (relu2 maps NaN and -0 to 0), and a span
+// large enough for the parallel path.
+TEST(CpuForward, GatedActivationEqualsTheFormulas) {
+  Rng rng(4);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 9, 6912, 70001}) {
+    std::vector<float> gate(static_cast<size_t>(n)), up(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      gate[size_t(i)] = float(rng.normal());
+      up[size_t(i)] = float(rng.normal());
+    }
+    const float specials[] = {-0.0f, 0.0f, nan, -inf, inf, 1e-30f, -1e-30f};
+    for (size_t i = 0; i < std::size(specials) && i < size_t(n); ++i) gate[i] = specials[i];
+    for (Activation act : {Activation::Relu2, Activation::Silu}) {
+      std::vector<float> got = gate;
+      gated_activation_forward(got.data(), up.data(), n, act);
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = gate[size_t(i)], u = up[size_t(i)];
+        const float r = g > 0 ? g : 0.0f;
+        const float want = act == Activation::Relu2 ? (r * r) * u : (g / (1.0f + std::exp(-g))) * u;
+        const bool both_nan = std::isnan(want) && std::isnan(got[size_t(i)]);
+        ASSERT_TRUE(both_nan || std::memcmp(&want, &got[size_t(i)], 4) == 0)
+            << "n=" << n << " i=" << i << " g=" << g << " want " << want << " got " << got[size_t(i)];
+      }
+    }
+  }
 }
 
 TEST(CpuForward, MatchesNaiveReferenceTiny) {

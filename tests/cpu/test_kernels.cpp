@@ -15,6 +15,7 @@
 #include "core/half.hpp"
 #include "core/rng.hpp"
 #include "cpu/ternary_kernels.hpp"
+#include "model/quant.hpp"
 
 namespace tl {
 namespace {
@@ -208,13 +209,17 @@ TEST_P(KernelsPerIsa, TernaryGemmEqualsNaive) {
     const auto want = naive_gemm(x, s.N, w, s.M, s.K);
     // ldo > M: the columns past M must stay untouched.
     const int64_t ldo = s.M + 3;
-    std::vector<int32_t> got(static_cast<size_t>(s.N * ldo), -7);
-    ternary_gemm_i32(got.data(), ldo, x.data(), s.N, w.data(), s.M, s.K, isa);
-    for (int64_t n = 0; n < s.N; ++n) {
-      for (int64_t m = 0; m < s.M; ++m)
-        ASSERT_EQ(got[size_t(n * ldo + m)], want[size_t(n * s.M + m)])
-            << "N=" << s.N << " M=" << s.M << " K=" << s.K << " n=" << n << " m=" << m;
-      for (int64_t m = s.M; m < ldo; ++m) ASSERT_EQ(got[size_t(n * ldo + m)], -7);
+    // Bytes from pack_i2s hold no code 3: the PackedCodes::Valid promise holds and must give the same sums.
+    for (const PackedCodes codes : {PackedCodes::Any, PackedCodes::Valid}) {
+      std::vector<int32_t> got(static_cast<size_t>(s.N * ldo), -7);
+      ternary_gemm_i32(got.data(), ldo, x.data(), s.N, w.data(), s.M, s.K, isa, codes);
+      for (int64_t n = 0; n < s.N; ++n) {
+        for (int64_t m = 0; m < s.M; ++m)
+          ASSERT_EQ(got[size_t(n * ldo + m)], want[size_t(n * s.M + m)])
+              << "N=" << s.N << " M=" << s.M << " K=" << s.K << " n=" << n << " m=" << m
+              << " valid=" << (codes == PackedCodes::Valid);
+        for (int64_t m = s.M; m < ldo; ++m) ASSERT_EQ(got[size_t(n * ldo + m)], -7);
+      }
     }
   }
 }
@@ -349,6 +354,42 @@ TEST_P(KernelsPerIsa, I8GemvExact) {
       ASSERT_EQ(got[size_t(m)], want) << "M=" << M << " K=" << K << " m=" << m;
     }
   }
+}
+
+// The ISA quantizer against model/quant's: the same scale and codes bit for bit, over widths that leave
+// every tail length, ties at k + 1/2 after scaling, an all-zero row, and values at the int8 limits.
+TEST_P(KernelsPerIsa, ActivationQuantizerEqualsTheModelsQuantizer) {
+  const KernelIsa isa = GetParam();
+  Rng rng(11);
+  std::vector<std::vector<float>> rows;
+  for (int64_t n : {1, 3, 15, 16, 17, 31, 33, 100, 2560, 6912}) {
+    std::vector<float> r(static_cast<size_t>(n));
+    for (auto& v : r) v = float(rng.normal() * 3);
+    rows.push_back(r);
+  }
+  std::vector<float> ties(37);  // amax 127: s = 1, so x * s = x exactly; halves round to even
+  for (size_t i = 0; i < ties.size(); ++i) ties[i] = float(i) - 18.5f;
+  ties[0] = 127.0f;
+  ties[1] = -127.0f;
+  rows.push_back(ties);
+  rows.push_back(std::vector<float>(40, 0.0f));
+  rows.push_back({-0.0f, 1e-30f, -1e-30f, 5.0f, -5.0f});
+  for (const auto& r : rows) {
+    const int64_t n = int64_t(r.size());
+    std::vector<int8_t> want(r.size()), got(r.size() + 1, 99);  // the byte past n must stay
+    const float ws = quantize_activation_row(r.data(), r.size(), want.data());
+    const float gs = quantize_activation_row_isa(r.data(), n, got.data(), isa);
+    ASSERT_EQ(gs, ws) << "n=" << n;
+    ASSERT_EQ(std::vector<int8_t>(got.begin(), got.begin() + n), want) << "n=" << n;
+    ASSERT_EQ(got[size_t(n)], 99) << "n=" << n;
+  }
+  // The ties are ties (s = 1 exactly at amax 127): 0.5 -> 0, 1.5 -> 2, -2.5 -> -2.
+  const std::vector<float> row = {127.0f, 0.5f, 1.5f, -2.5f};
+  std::vector<int8_t> q(4);
+  ASSERT_EQ(quantize_activation_row_isa(row.data(), 4, q.data(), isa), 1.0f);
+  EXPECT_EQ(q[1], 0);
+  EXPECT_EQ(q[2], 2);
+  EXPECT_EQ(q[3], -2);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelsPerIsa, ::testing::ValuesIn(kAllIsas),

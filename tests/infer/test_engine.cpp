@@ -11,6 +11,7 @@
 #include "../common/test_util.hpp"
 #include "core/half.hpp"
 #include "deploy/export.hpp"
+#include "infer/bench.hpp"
 #include "infer/engine.hpp"
 #include "infer/loader.hpp"
 #include "infer/reference_model.hpp"
@@ -240,6 +241,52 @@ TEST(Engine, RunsExportedGgufBitForBit) {
       worst = std::max(worst, double(std::fabs(got[i][j] - want[i][j])));
   EXPECT_LT(worst, 0.05);
   std::filesystem::remove_all(dir);
+}
+
+// bench --profile: the engine's phases add up to no more than the timed calls, every phase runs, the weight
+// bytes are those of the timed tokens, profiling leaves the logits unchanged, and the reference refuses.
+TEST(EngineBench, ProfileCoversTheTimedDecodes) {
+  const BitNetConfig c = tiny();
+  Model m = random_model(c, 21);
+  Engine e(engine_source(m));
+  BenchOptions o;
+  o.prompt = 12;
+  o.generate = 6;
+  o.repetitions = 2;
+  o.bandwidth = false;
+  o.profile = true;
+  const BenchReport r = run_bench(e, o);
+  ASSERT_EQ(r.stats.size(), 2u);
+  for (const BenchStat& s : r.stats) {
+    const DecodeProfile& p = s.profile;
+    const int64_t tokens = (s.test == "pp12" ? o.prompt : o.generate) * o.repetitions;  // warm-up not timed
+    EXPECT_EQ(p.tokens, tokens) << s.test;
+    for (double t : {p.ternary, p.head, p.norm, p.quantize, p.attention}) EXPECT_GT(t, 0) << s.test;
+    EXPECT_LE(p.ternary + p.head + p.norm + p.quantize + p.attention, p.total) << s.test;
+    // Each decode call reads every linear once and the head once (pp: one call per repetition).
+    size_t linear_bytes = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      for (int which = 0; which < 7; ++which) {
+        const TernaryWeight w = engine_source(m).linear(l, which);
+        linear_bytes += size_t(w.out * ((w.in + 127) / 128 * 128) / 4);
+      }
+    const double calls = s.test == "pp12" ? o.repetitions : double(tokens);
+    EXPECT_DOUBLE_EQ(p.ternary_bytes, calls * double(linear_bytes)) << s.test;
+    EXPECT_GT(p.head_bytes, 0);
+  }
+  // Timers do not change what a session computes.
+  const auto toks = random_tokens(9, c.vocab_size, 3);
+  auto plain = e.new_session(), timed = e.new_session();
+  DecodeProfile p;
+  ASSERT_TRUE(timed->set_profile(&p));
+  const auto a = plain->decode(toks), b = timed->decode(toks);
+  EXPECT_EQ(std::vector<float>(a.begin(), a.end()), std::vector<float>(b.begin(), b.end()));
+  EXPECT_EQ(p.tokens, 9);
+
+  ReferenceModel ref(random_model(c, 21));
+  EXPECT_THROW(run_bench(ref, o), Error);
+  o.profile = false;
+  EXPECT_NO_THROW(run_bench(ref, o));
 }
 
 }  // namespace
