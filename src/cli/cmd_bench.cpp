@@ -42,9 +42,11 @@ void print_profiles(const BenchReport& r) {
         "\n{} on {} threads, by phase ({} tokens):\n\n| phase | ms per token | share | weights read |\n"
         "|---|---|---|---|\n",
         s.test, s.threads, p.tokens);
+    // Read rates only for tg: a prompt's GEMMs read each weight once for many tokens.
+    const bool rates = s.test.starts_with("tg");
     auto row = [&](const char* name, double sec, double bytes) {
       fmt::print("| {} | {:.2f} | {:.1f}% | {} |\n", name, sec * per, 100 * sec / p.total,
-                 bytes > 0 ? fmt::format("{:.1f} GB/s", gbs(bytes, sec)) : "");
+                 rates && bytes > 0 ? fmt::format("{:.1f} GB/s", gbs(bytes, sec)) : "");
     };
     row("ternary products", p.ternary, p.ternary_bytes);
     row("LM head", p.head, p.head_bytes);
@@ -88,7 +90,9 @@ void run_bench_cmd(BenchArgs& a) {
                                    {"head", p.head * per},           {"norm", p.norm * per},
                                    {"quantize", p.quantize * per},   {"attention", p.attention * per},
                                    {"other", other_seconds(p) * per}};
-      e["profile_gbs"] = {{"ternary", gbs(p.ternary_bytes, p.ternary)}, {"head", gbs(p.head_bytes, p.head)}};
+      if (s.test.starts_with("tg"))  // one token per call: the weights stream once per token
+        e["profile_gbs"] = {{"ternary", gbs(p.ternary_bytes, p.ternary)},
+                            {"head", gbs(p.head_bytes, p.head)}};
     }
     j["results"].push_back(e);
   }

@@ -548,9 +548,7 @@ TL_TARGET_AVX512 inline __m128i reduce4_avx512(__m512i a, __m512i b, __m512i c, 
 // GEMV for T tokens (xp permuted as above, token stride K), R rows starting at m. Per 64 bytes of a row:
 // sanitize, 4 shift/and unpacks shared by the T tokens, then one dpbusd per token and group (exact int32;
 // |acc| <= 256 K). R x T accumulators of 16 partial sums each, reduced at the end.
-// Sanitize = false skips the code-3 step for bytes known to hold none (from pack_i2s; 2 of 13 operations
-// per 64 bytes of the one-token GEMV).
-template <int R, int T, bool Sanitize = true>
+template <int R, int T>
 TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const int8_t* xp, const uint8_t* w,
                                                 int64_t K, int64_t m, const int32_t* xsum) {
   const int64_t row_bytes = K / 4, pairs = K / 256;
@@ -565,8 +563,7 @@ TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const
       // Prefetch two row groups ahead at the same offset (the hardware prefetchers alone leave this
       // loop waiting on loads; a prefetch never faults, even past the end of W).
       _mm_prefetch(reinterpret_cast<const char*>(w + (m + r + 2 * R) * row_bytes + 64 * p), _MM_HINT_T0);
-      const __m512i raw = _mm512_loadu_si512(w + (m + r) * row_bytes + 64 * p);
-      const __m512i v = Sanitize ? sanitize_avx512(raw) : raw;
+      const __m512i v = sanitize_avx512(_mm512_loadu_si512(w + (m + r) * row_bytes + 64 * p));
       c[r][0] = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
       c[r][1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2);
       c[r][2] = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2);
@@ -613,13 +610,57 @@ TL_TARGET_AVX512 void ternary_gemv_group_avx512(int32_t* out, int64_t ldo, const
 }
 
 // Rows [m0, m1) for T tokens: 4 rows per call up to 3 tokens, 2 rows from 4 tokens (register budget).
-template <int T, bool Sanitize = true>
+template <int T>
 TL_TARGET_AVX512 void ternary_gemv_rows_avx512(int32_t* out, int64_t ldo, const int8_t* xp, const uint8_t* w,
                                                int64_t K, int64_t m0, int64_t m1, const int32_t* xsum) {
   constexpr int R = T <= 3 ? 4 : 2;
   int64_t m = m0;
-  for (; m + R <= m1; m += R) ternary_gemv_group_avx512<R, T, Sanitize>(out, ldo, xp, w, K, m, xsum);
-  for (; m < m1; ++m) ternary_gemv_group_avx512<1, T, Sanitize>(out, ldo, xp, w, K, m, xsum);
+  for (; m + R <= m1; m += R) ternary_gemv_group_avx512<R, T>(out, ldo, xp, w, K, m, xsum);
+  for (; m < m1; ++m) ternary_gemv_group_avx512<1, T>(out, ldo, xp, w, K, m, xsum);
+}
+
+// Bytes ahead of the load that the one-token GEMV prefetches (measured: 4 KiB beat 2 KiB; 8 KiB was even).
+constexpr int64_t kSeqPrefetchBytes = 4096;
+
+// One token (decoding), rows [m0, m1) one at a time. Rows are contiguous, so a thread's loads form one
+// sequential stream, prefetched kSeqPrefetchBytes ahead; the 4-row lockstep of ternary_gemv_group_avx512
+// made 4 streams, and streamed about 10% slower from memory here. x loads are not shared between rows, but
+// they hit L1. Two accumulators halve the chain of dependent dpbusd. Sanitize = false skips the code-3 step
+// for bytes known to hold none (PackedCodes::Valid).
+template <bool Sanitize>
+TL_TARGET_AVX512 void ternary_gemv_one_token_avx512(int32_t* out, const int8_t* xp, const uint8_t* w,
+                                                    int64_t K, int64_t m0, int64_t m1, int32_t xsum) {
+  const int64_t row_bytes = K / 4, pairs = K / 256;
+  const __m512i low2 = _mm512_set1_epi8(3);
+  for (int64_t m = m0; m < m1; ++m) {
+    const uint8_t* row = w + m * row_bytes;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (int64_t p = 0; p < pairs; ++p) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + 64 * p + kSeqPrefetchBytes), _MM_HINT_T0);
+      const __m512i raw = _mm512_loadu_si512(row + 64 * p);
+      const __m512i v = Sanitize ? sanitize_avx512(raw) : raw;
+      const int8_t* x = xp + 256 * p;
+      dpbusd(a0, _mm512_and_si512(_mm512_srli_epi16(v, 6), low2), _mm512_loadu_si512(x));
+      dpbusd(a1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low2), _mm512_loadu_si512(x + 64));
+      dpbusd(a0, _mm512_and_si512(_mm512_srli_epi16(v, 2), low2), _mm512_loadu_si512(x + 128));
+      dpbusd(a1, _mm512_and_si512(v, low2), _mm512_loadu_si512(x + 192));
+    }
+    if (K % 256) {  // one block left: 32 bytes, codes in the low half, x in natural order
+      const __m512i raw =
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * pairs)));
+      const __m512i v = Sanitize ? sanitize_avx512(raw) : raw;
+      const int8_t* x = xp + 256 * pairs;
+      __m512i xg[4];  // (a lambda would not inherit the target attribute)
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g)
+        xg[g] = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * g)));
+      dpbusd(a0, _mm512_and_si512(_mm512_srli_epi16(v, 6), low2), xg[0]);
+      dpbusd(a1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low2), xg[1]);
+      dpbusd(a0, _mm512_and_si512(_mm512_srli_epi16(v, 2), low2), xg[2]);
+      dpbusd(a1, _mm512_and_si512(v, low2), xg[3]);
+    }
+    out[m] = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)) - xsum;
+  }
 }
 
 constexpr int64_t kGemvChunkAvx512 = 8;  // tokens per AVX-512 GEMV pass over the weights
@@ -627,8 +668,11 @@ constexpr int64_t kGemvChunkAvx512 = 8;  // tokens per AVX-512 GEMV pass over th
 TL_TARGET_AVX512 void ternary_gemv_avx512(int32_t* out, int64_t ldo, const int8_t* xp, int64_t N,
                                           const uint8_t* w, int64_t K, int64_t m0, int64_t m1,
                                           const int32_t* xsum, bool valid_codes) {
-  if (N == 1 && valid_codes) {  // decoding: the hot path
-    ternary_gemv_rows_avx512<1, false>(out, ldo, xp, w, K, m0, m1, xsum);
+  if (N == 1) {  // decoding: the hot path
+    if (valid_codes)
+      ternary_gemv_one_token_avx512<false>(out, xp, w, K, m0, m1, xsum[0]);
+    else
+      ternary_gemv_one_token_avx512<true>(out, xp, w, K, m0, m1, xsum[0]);
     return;
   }
   for (int64_t n0 = 0; n0 < N; n0 += kGemvChunkAvx512) {

@@ -35,7 +35,7 @@ struct BenchStat {
 struct BenchReport {
   std::string model, backend;
   std::vector<BenchStat> stats;
-  std::vector<std::pair<int, double>> bandwidth_gbs;  // (threads, GB/s read)
+  std::vector<std::pair<int, double>> bandwidth_gbs;  // (threads, GB/s read: the best before and after tg)
 };
 
 // Errors: repetitions < 1, negative sizes, prompt + generate beyond the context, threads < 1, profile on a
