@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/model_util.hpp"
 #include "../common/test_util.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
@@ -43,10 +44,7 @@ Model random_model(const BitNetConfig& c, uint64_t seed) {
   Model m = make_model(c);
   init_random(m, seed);
   // Norm weights away from 1, so a missing or misplaced norm weight shows.
-  Rng rng(seed + 1);
-  for (const auto& v : m.views)
-    if (v.kind == ParamKind::Norm)
-      for (size_t i = 0; i < v.numel; ++i) m.params[v.offset + i] = float(0.5 + rng.uniform());
+  test::spread_norm_gains(m, seed + 1);
   return m;
 }
 

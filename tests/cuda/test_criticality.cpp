@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/model_util.hpp"
 #include "../common/test_util.hpp"
 #include "analysis/criticality.hpp"
 #include "core/error.hpp"
@@ -44,10 +45,7 @@ Model criticality_model(uint64_t seed) {
   c.num_hidden_layers = 3;
   Model m = make_model(c);
   init_random(m, seed);
-  Rng rng(seed + 1);
-  for (const auto& v : m.views)
-    if (v.kind == ParamKind::Norm)
-      for (size_t i = 0; i < v.numel; ++i) m.params[v.offset + i] = float(0.5 + rng.uniform());
+  test::spread_norm_gains(m, seed + 1);
   return m;
 }
 

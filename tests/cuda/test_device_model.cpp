@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/model_util.hpp"
 #include "../common/test_util.hpp"
 #include "core/rng.hpp"
 #include "cuda/device_model.hpp"
@@ -54,10 +55,7 @@ Model random_model(const BitNetConfig& c, uint64_t seed, double sd = 0.3) {
   Model m = make_model(cc);
   init_random(m, seed);
   m.config.initializer_range = c.initializer_range;
-  Rng rng(seed + 1);
-  for (const auto& v : m.views)
-    if (v.kind == ParamKind::Norm)
-      for (size_t i = 0; i < v.numel; ++i) m.params[v.offset + i] = float(0.5 + rng.uniform());
+  test::spread_norm_gains(m, seed + 1);
   return m;
 }
 
