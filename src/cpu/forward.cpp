@@ -229,6 +229,15 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
   }
 }
 
+void attention_heads_forward(float* out, const float* q, const float* k, const float* v, int64_t pos,
+                             int64_t NH, int64_t NKV, int64_t hd, int64_t h0, int64_t h1, float* att) {
+  const int64_t group = NH / NKV;
+  const float scale = float(1.0 / std::sqrt(double(hd)));  // as attention_forward
+  for (int64_t h = h0; h < h1; ++h)
+    attend_one(out + h * hd, q + h * hd, k + (h / group) * hd, v + (h / group) * hd, pos + 1, NKV * hd, hd,
+               scale, att);
+}
+
 void ternary_matmul_forward(float* out, int64_t ldo, const int8_t* xa, const float* row_scale,
                             const int8_t* codes, int64_t N, int64_t M, int64_t K,
                             std::vector<float>& scratch) {

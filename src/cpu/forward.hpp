@@ -63,6 +63,12 @@ void gated_activation_forward(float* gate, const float* up, int64_t n, Activatio
 void attention_forward(float* out, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t S, int64_t pos0, int64_t NH, int64_t NKV, int64_t hd);
 
+// The same attention for one query position `pos` (B = T = 1, pos0 = pos), query heads [h0, h1) only, on
+// the calling thread: q (NH,hd); k, v (S,NKV,hd) hold positions 0..pos; out (NH,hd) gets rows h0..h1-1,
+// the same values as attention_forward gives them. att: scratch of pos + 1 floats.
+void attention_heads_forward(float* out, const float* q, const float* k, const float* v, int64_t pos,
+                             int64_t NH, int64_t NKV, int64_t hd, int64_t h0, int64_t h1, float* att);
+
 // out (N,ldo) columns 0..M-1 = (xa (N,K) . codes (M,K)^T) * row_scale[n], where xa are int8 activation codes
 // and codes ternary. Exact: the integer sums are computed exactly (|sum| <= 128*K < 2^24; checked:
 // K <= 131072). Up to 8 rows: int8 dot products (AVX2 when the CPU has it). More rows: the codes are

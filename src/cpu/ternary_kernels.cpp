@@ -632,6 +632,11 @@ TL_TARGET_AVX512 void ternary_gemv_one_token_avx512(int32_t* out, const int8_t* 
                                                     int64_t K, int64_t m0, int64_t m1, int32_t xsum) {
   const int64_t row_bytes = K / 4, pairs = K / 256;
   const __m512i low2 = _mm512_set1_epi8(3);
+  // The loop prefetches kSeqPrefetchBytes ahead: request the range's first bytes now, all at once, instead
+  // of waiting for each (a decoded token starts about 2000 ranges).
+  const uint8_t* first = w + m0 * row_bytes;
+  const int64_t lead = std::min(kSeqPrefetchBytes, (m1 - m0) * row_bytes);
+  for (int64_t i = 0; i < lead; i += 64) _mm_prefetch(reinterpret_cast<const char*>(first + i), _MM_HINT_T0);
   for (int64_t m = m0; m < m1; ++m) {
     const uint8_t* row = w + m * row_bytes;
     __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
@@ -1173,6 +1178,42 @@ void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, con
   int32_t xsum[std::max(kGemvMaxTokensAvx2, kGemvMaxTokensAvx512)];
   token_sums(x, N, K, xsum);
   ternary_gemv(out, ldo, x, N, w, M, K, isa, xsum, parallel, codes == PackedCodes::Valid);
+}
+
+TernaryGemvToken prepare_ternary_gemv_token(const int8_t* x, int64_t K, int8_t* buffer, KernelIsa isa) {
+  TL_CHECK(K >= 0 && K % kBlock == 0 && K <= kMaxK,
+           "prepare_ternary_gemv_token: K = {} is not a multiple of {} "
+           "in [0, {}]",
+           K, kBlock, kMaxK);
+  check_isa(isa, "prepare_ternary_gemv_token");
+  TernaryGemvToken t{x, K, 0, isa};
+  token_sums(x, 1, K, &t.sum);
+  if (isa == KernelIsa::Avx512Vnni) {
+    permute_gemv_activations(x, K, buffer);
+    t.x = buffer;
+  }
+  return t;
+}
+
+void ternary_gemv_token_rows(int32_t* out, const TernaryGemvToken& t, const uint8_t* w, int64_t m0,
+                             int64_t m1, PackedCodes codes) {
+  if (m1 <= m0) return;
+  if (t.K == 0) {
+    std::fill(out + m0, out + m1, 0);
+    return;
+  }
+  switch (t.isa) {
+    case KernelIsa::Avx512Vnni:
+      if (codes == PackedCodes::Valid)
+        ternary_gemv_one_token_avx512<false>(out, t.x, w, t.K, m0, m1, t.sum);
+      else
+        ternary_gemv_one_token_avx512<true>(out, t.x, w, t.K, m0, m1, t.sum);
+      return;
+    case KernelIsa::Avx2:
+      return ternary_gemv_rows_avx2<1>(out, 0, t.x, w, t.K, m0, m1, &t.sum);
+    case KernelIsa::Generic:
+      return ternary_rows_generic(out, 0, t.x, 1, w, t.K, m0, m1);
+  }
 }
 
 float quantize_activation_row_isa(const float* x, int64_t n, int8_t* q, KernelIsa isa) {

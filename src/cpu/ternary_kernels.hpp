@@ -54,6 +54,22 @@ enum class PackedCodes { Any, Valid };
 void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, const uint8_t* w, int64_t M,
                       int64_t K, KernelIsa isa = best_kernel_isa(), PackedCodes codes = PackedCodes::Any);
 
+// Decoding by a thread team that the caller runs itself (the engine's per-token team): one token's
+// activations are prepared once, then any thread computes any range of rows. Together they give exactly
+// ternary_gemm_i32's sums for N = 1; the argument checks are made once, by prepare.
+struct TernaryGemvToken {
+  const int8_t* x = nullptr;  // (K) codes as the kernels read them (permuted for AVX-512)
+  int64_t K = 0;
+  int32_t sum = 0;  // sum of the codes
+  KernelIsa isa = KernelIsa::Generic;
+};
+// x (K) int8 codes; buffer: K bytes that hold the prepared codes (must outlive the returned token).
+TernaryGemvToken prepare_ternary_gemv_token(const int8_t* x, int64_t K, int8_t* buffer,
+                                            KernelIsa isa = best_kernel_isa());
+// out[m] for m in [m0, m1) = row m of W (packed as above, K/4 bytes per row) . x, on the calling thread.
+void ternary_gemv_token_rows(int32_t* out, const TernaryGemvToken& token, const uint8_t* w, int64_t m0,
+                             int64_t m1, PackedCodes codes = PackedCodes::Any);
+
 // model/quant.hpp's quantize_activation_row (per-token absmax to int8) with this ISA: the same scale and
 // the same codes, bit for bit, for finite x. Returns s; q (n) gets the codes.
 float quantize_activation_row_isa(const float* x, int64_t n, int8_t* q, KernelIsa isa = best_kernel_isa());

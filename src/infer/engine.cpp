@@ -5,11 +5,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
+#include "cpu/team.hpp"
 
 namespace tl {
 
@@ -308,11 +310,16 @@ class EngineSession : public DecodeSession {
     PhaseTimer timer(prof_, &DecodeProfile::quantize);
     grow(xq_, size_t(N * kp));
     grow(s_, size_t(N));
-#pragma omp parallel for schedule(static) if (N * K >= kParallelMin)
-    for (int64_t r = 0; r < N; ++r) {
+    auto quantize_row = [&](int64_t r) {
       int8_t* q = xq_.data() + r * kp;
       s_[size_t(r)] = quantize_activation_row_isa(h + r * K, K, q, e_.opt_.isa);
       std::memset(q + K, 0, size_t(kp - K));
+    };
+    if (N * K < kParallelMin) {  // decoding: no OpenMP call at all
+      for (int64_t r = 0; r < N; ++r) quantize_row(r);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < N; ++r) quantize_row(r);
     }
   }
   // out segments (N, rows) = int sums * (alpha_seg / s[n]); out rows have stride ldo... laid out per segment:
@@ -326,6 +333,10 @@ class EngineSession : public DecodeSession {
                        PackedCodes::Valid);
     }
     if (prof_) prof_->ternary_bytes += double(w.bytes.size());
+    scale_segments(w, N, outs);
+  }
+  // The integer sums in acc_ (N, w.rows) to fp32, segment j into outs[j] (N, rows of segment j).
+  void scale_segments(const Engine::Packed& w, int64_t N, std::initializer_list<float*> outs) {
     int64_t r0 = 0;
     size_t j = 0;
     for (float* out : outs) {
@@ -362,7 +373,6 @@ class EngineSession : public DecodeSession {
   void run(const int32_t* tokens, int64_t N, const Rows* rows = nullptr) {
     const BitNetConfig& c = e_.cfg_;
     const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
-    const int64_t NH = c.num_attention_heads, NKV = c.num_key_value_heads, hd = c.head_dim;
     const float eps = float(c.rms_norm_eps);
     const int64_t pos0 = cache_.length;
     const int64_t W = std::max({C, Q, F});
@@ -376,6 +386,31 @@ class EngineSession : public DecodeSession {
     grow(gate_, size_t(N * F));
     grow(up_, size_t(N * F));
     for (int64_t n = 0; n < N; ++n) e_.embed_.row(tokens[n], x_.data() + n * C);
+    if (N == 1)
+      layers_one_token();
+    else
+      layers(N);
+    cache_.length += N;
+    if (rows) {  // the rows asked for that fall in this chunk
+      const int64_t a = std::max(rows->begin, pos0), z = std::min(rows->end, pos0 + N);
+      if (a < z)
+        rmsnorm_forward(rows->hid + (a - rows->begin) * C, x_.data() + (a - pos0) * C, e_.norm_final_.data(),
+                        z - a, C, eps);
+      return;
+    }
+    last_.resize(size_t(C));
+    rmsnorm_forward(last_.data(), x_.data() + (N - 1) * C, e_.norm_final_.data(), 1, C,
+                    eps);  // last row only
+  }
+
+  // The layers for N tokens at positions cache_.length.. (prompts), x_ (N,C) in and out; each step's
+  // OpenMP loops are parallel when large enough.
+  void layers(int64_t N) {
+    const BitNetConfig& c = e_.cfg_;
+    const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+    const int64_t NH = c.num_attention_heads, NKV = c.num_key_value_heads, hd = c.head_dim;
+    const float eps = float(c.rms_norm_eps);
+    const int64_t pos0 = cache_.length;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Engine::Layer& y = e_.layers_[size_t(l)];
       // --- attention
@@ -411,17 +446,141 @@ class EngineSession : public DecodeSession {
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
       for (int64_t i = 0; i < N * C; ++i) x_[size_t(i)] += o_[size_t(i)];
     }
-    cache_.length += N;
-    if (rows) {  // the rows asked for that fall in this chunk
-      const int64_t a = std::max(rows->begin, pos0), z = std::min(rows->end, pos0 + N);
-      if (a < z)
-        rmsnorm_forward(rows->hid + (a - rows->begin) * C, x_.data() + (a - pos0) * C, e_.norm_final_.data(),
-                        z - a, C, eps);
-      return;
+  }
+
+  // The layers for one token at position cache_.length (decoding), x_ (C) in and out: the same steps and
+  // operations as layers(1), so the same bits, in one OpenMP region instead of a few per layer (waking the
+  // team costs more than a layer's small steps). Thread 0 runs the serial steps (norms, quantization,
+  // scaling, RoPE, the cache); the team shares the ternary products (chunks of rows) and the attention
+  // heads, and meets at a spinning TeamBarrier between steps.
+  void layers_one_token() {
+    const BitNetConfig& c = e_.cfg_;
+    const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+    const int64_t NH = c.num_attention_heads, NKV = c.num_key_value_heads, hd = c.head_dim;
+    const float eps = float(c.rms_norm_eps);
+    const int64_t pos = cache_.length;
+    grow(xprep_, size_t(std::max({C, Q, F}) + 256));
+#pragma omp parallel
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      DecodeProfile* prof = tid == 0 ? prof_ : nullptr;  // thread 0 times the steps, waits included
+      std::vector<float> scores(size_t(pos + 1));        // attention scratch
+      auto sync = [&] { barrier_.arrive_and_wait(nt); };
+      // Thread 0, before the barrier that opens a product: h (K) quantized and prepared for the kernels.
+      auto prepare = [&](const float* h, int64_t K, const Engine::Packed& w) {
+        quantize(h, 1, K, w.kp);
+        token_ = prepare_ternary_gemv_token(xq_.data(), w.kp, xprep_.data(), e_.opt_.isa);
+        grow(acc_, size_t(w.rows));
+        next_unit_.store(nt, std::memory_order_relaxed);
+        if (prof) prof->ternary_bytes += double(w.bytes.size());
+      };
+      // A product's rows in units of contiguous rows, a few per member.
+      auto units = [&](const Engine::Packed& w) { return std::min<int64_t>(8 * nt, w.rows); };
+      // The product of w and the prepared token, units of rows shared by the team, each unit scaled to fp32
+      // by its thread while hot: segment j into outs[j] (its rows), or added to it (residual = true, one
+      // segment). The same operations per value as linear() and the residual add: the same bits. Then the
+      // barrier.
+      auto product = [&](const Engine::Packed& w, std::initializer_list<float*> outs, bool residual) {
+        PhaseTimer timer(prof, &DecodeProfile::ternary);
+        const int64_t n = units(w);
+        share(tid, nt, n, [&](int64_t u) {
+          const int64_t m0 = w.rows * u / n, m1 = w.rows * (u + 1) / n;
+          ternary_gemv_token_rows(acc_.data(), token_, w.bytes.data(), m0, m1,
+                                  PackedCodes::Valid);  // pack_i2s writes no code 3
+          int64_t r0 = 0;
+          size_t j = 0;
+          for (float* out : outs) {
+            const int64_t r1 = w.seg_end[j], a = std::max(m0, r0), z = std::min(m1, r1);
+            const float rs = w.seg_scale[j] / s_[0];  // the reference's row scale
+            for (int64_t i = a; i < z; ++i) {
+              const float value = float(acc_[size_t(i)]) * rs;
+              if (residual)
+                out[i - r0] += value;
+              else
+                out[i - r0] = value;
+            }
+            r0 = r1;
+            ++j;
+          }
+        });
+        sync();
+      };
+      // The other members, while thread 0 runs a serial step: their first unit of the next product (whose
+      // rows are contiguous) requested into L2, so that memory streams during the step too.
+      auto prefetch_first_unit = [&](const Engine::Packed& w) {
+        const int64_t n = units(w);
+        if (tid == 0 || tid >= n) return;
+        const int64_t row_bytes = w.kp / 4;
+        const uint8_t* p = w.bytes.data() + w.rows * tid / n * row_bytes;
+        const uint8_t* end = w.bytes.data() + w.rows * (tid + 1) / n * row_bytes;
+        for (; p < end; p += 64) __builtin_prefetch(p, 0, 2);
+      };
+      for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+        const Engine::Layer& y = e_.layers_[size_t(l)];
+        // --- attention
+        if (tid == 0) {
+          norm(h_.data(), x_.data(), y.norm_in, 1, C, eps);
+          prepare(h_.data(), C, y.qkv);
+        } else {
+          prefetch_first_unit(y.qkv);
+        }
+        sync();
+        product(y.qkv, {q_.data(), k_.data(), v_.data()}, false);
+        {
+          PhaseTimer timer(prof, &DecodeProfile::attention);
+          if (tid == 0) {
+            rope_forward(q_.data(), NH, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+            rope_forward(k_.data(), NKV, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
+            std::memcpy(cache_.k_layer(l) + pos * KV, k_.data(), size_t(KV) * sizeof(float));
+            std::memcpy(cache_.v_layer(l) + pos * KV, v_.data(), size_t(KV) * sizeof(float));
+            next_unit_.store(nt, std::memory_order_relaxed);
+          }
+          sync();
+          share(tid, nt, NH, [&](int64_t h) {
+            attention_heads_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), pos, NH,
+                                    NKV, hd, h, h + 1, scores.data());
+          });
+          sync();
+        }
+        if (tid == 0) {
+          norm(h_.data(), att_.data(), y.norm_attn_sub, 1, Q, eps);
+          prepare(h_.data(), Q, y.o);
+        } else {
+          prefetch_first_unit(y.o);
+        }
+        sync();
+        product(y.o, {x_.data()}, true);
+        // --- MLP
+        if (tid == 0) {
+          norm(h_.data(), x_.data(), y.norm_post, 1, C, eps);
+          prepare(h_.data(), C, y.gate_up);
+        } else {
+          prefetch_first_unit(y.gate_up);
+        }
+        sync();
+        product(y.gate_up, {gate_.data(), up_.data()}, false);
+        if (tid == 0) {
+          gated_activation_forward(gate_.data(), up_.data(), F, c.hidden_act);
+          norm(h_.data(), gate_.data(), y.norm_ffn_sub, 1, F, eps);
+          prepare(h_.data(), F, y.down);
+        } else {
+          prefetch_first_unit(y.down);
+        }
+        sync();
+        product(y.down, {x_.data()}, true);
+      }
     }
-    last_.resize(size_t(C));
-    rmsnorm_forward(last_.data(), x_.data() + (N - 1) * C, e_.norm_final_.data(), 1, C,
-                    eps);  // last row only
+  }
+
+  // Units [0, units) shared by a team of nt threads: member tid takes unit tid first (a thread that comes
+  // late still gets one), then claims the rest in order from next_unit_, which thread 0 set to nt before
+  // the barrier that opened the step. Each unit runs exactly once.
+  template <class F>
+  void share(int tid, int nt, int64_t units, F&& f) {
+    if (tid < units) f(int64_t(tid));
+    for (int64_t u = next_unit_.fetch_add(1, std::memory_order_relaxed); u < units;
+         u = next_unit_.fetch_add(1, std::memory_order_relaxed))
+      f(u);
   }
 
   // logits_ (V) from last_ (C), the final-normed hidden state of the last token.
@@ -453,6 +612,12 @@ class EngineSession : public DecodeSession {
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, s_;
   std::vector<int8_t> xq_;
   std::vector<int32_t> acc_;
+  // The one-token team's shared state: the prepared activations of the current product, the next unit to
+  // claim, the barrier.
+  std::vector<int8_t> xprep_;
+  TernaryGemvToken token_;
+  std::atomic<int64_t> next_unit_{0};
+  TeamBarrier barrier_;
   DecodeProfile* prof_ = nullptr;  // phase timers on when set (bench --profile)
 };
 

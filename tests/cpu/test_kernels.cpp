@@ -262,6 +262,42 @@ TEST_P(KernelsPerIsa, TernaryGemmIndependentOfThreadCount) {
   omp_set_num_threads(saved);
 }
 
+// One token prepared once, rows computed in arbitrary ranges (as the engine's decode team does): the same
+// sums as the GEMV, on pack_i2s bytes (Any and Valid) and on raw bytes with code 3 (Any).
+TEST_P(KernelsPerIsa, TernaryGemvTokenRowsEqualTheGemv) {
+  const KernelIsa isa = GetParam();
+  Rng rng(31);
+  for (const Shape& s : {Shape{1, 1, 128}, Shape{1, 37, 384}, Shape{1, 70, 2560}, Shape{1, 13, 6912}}) {
+    const auto x = random_activations(1, s.K, rng);
+    std::vector<int8_t> buffer(size_t(s.K));
+    const TernaryGemvToken token = prepare_ternary_gemv_token(x.data(), s.K, buffer.data(), isa);
+    std::vector<uint8_t> raw(static_cast<size_t>(s.M * s.K / 4));
+    for (auto& b : raw) b = uint8_t(rng.below(256));
+    const auto packed = pack(random_codes(s.M * s.K, 0.5, rng), s.M, s.K);
+    for (const bool use_raw : {false, true})
+      for (const PackedCodes codes : {PackedCodes::Any, PackedCodes::Valid}) {
+        if (use_raw && codes == PackedCodes::Valid) continue;  // raw bytes break the Valid promise
+        const std::vector<uint8_t>& w = use_raw ? raw : packed;
+        std::vector<int32_t> got(static_cast<size_t>(s.M + 1), -7);
+        // ranges of 0, 1, several rows and the rest, in an order that is not the rows' own
+        const int64_t cut1 = std::min<int64_t>(1, s.M), cut2 = std::min<int64_t>(6, s.M);
+        ternary_gemv_token_rows(got.data(), token, w.data(), cut2, s.M, codes);
+        ternary_gemv_token_rows(got.data(), token, w.data(), cut1, cut1, codes);
+        ternary_gemv_token_rows(got.data(), token, w.data(), 0, cut1, codes);
+        ternary_gemv_token_rows(got.data(), token, w.data(), cut1, cut2, codes);
+        const auto want = naive_gemm(x, 1, w, s.M, s.K);
+        for (int64_t m = 0; m < s.M; ++m)
+          ASSERT_EQ(got[size_t(m)], want[size_t(m)])
+              << "M=" << s.M << " K=" << s.K << " m=" << m << " raw=" << use_raw
+              << " valid=" << (codes == PackedCodes::Valid);
+        ASSERT_EQ(got[size_t(s.M)], -7);  // past the last range: untouched
+      }
+  }
+  std::vector<int8_t> x(192), buffer(192);
+  EXPECT_THROW(prepare_ternary_gemv_token(x.data(), 192, buffer.data(), isa), Error);
+  EXPECT_THROW(prepare_ternary_gemv_token(x.data(), -128, buffer.data(), isa), Error);
+}
+
 // Called from inside a caller's parallel region, each thread with its own problem: no nested team, no
 // deadlock, exact results (the kernels keep their scratch per thread).
 TEST_P(KernelsPerIsa, TernaryGemmInsideParallelRegion) {

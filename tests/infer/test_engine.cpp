@@ -2,6 +2,7 @@
 // (same quantizer, exact integer sums, the same fp32 operations), for every kernel ISA the CPU has, for
 // whole prompts, chunked prompts and token-by-token decoding; f16 and int8 heads within stated bounds.
 #include <gtest/gtest.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -95,6 +96,33 @@ TEST(Engine, EqualsReferenceBitForBitTiny) {
 
 TEST(Engine, EqualsReferenceBitForBitUntiedSilu) {
   expect_engine_equals_reference(untied_silu(), 12);
+}
+
+// A decoded token's layers run in one thread team (infer/engine.cpp, layers_one_token): the logits must not
+// depend on the team's size, more threads than cores included (members are then descheduled mid-step).
+TEST(Engine, DecodeEqualsReferenceForAnyThreadCount) {
+  const BitNetConfig c = tiny();
+  Model m = random_model(c, 5);
+  const auto toks = random_tokens(20, c.vocab_size, 6);
+  Model copy = m;
+  ReferenceModel ref(std::move(copy));
+  const auto want = run_schedule(ref, toks, 3);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 5}) {
+    omp_set_num_threads(threads);
+    for (KernelIsa isa : isas()) {
+      EngineOptions opt;
+      opt.isa = isa;
+      opt.head = "f32";
+      Engine e(engine_source(m), opt);
+      const auto got = run_schedule(e, toks, 3);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(got[i], want[i]) << "threads " << threads << " isa " << kernel_isa_name(isa) << " step "
+                                   << i;
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(Engine, FixedScalesAndPrunedWeights) {
