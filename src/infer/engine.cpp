@@ -471,20 +471,16 @@ class EngineSession : public DecodeSession {
         quantize(h, 1, K, w.kp);
         token_ = prepare_ternary_gemv_token(xq_.data(), w.kp, xprep_.data(), e_.opt_.isa);
         grow(acc_, size_t(w.rows));
-        next_unit_.store(nt, std::memory_order_relaxed);
+        next_unit_.store(w.rows / 2, std::memory_order_relaxed);  // share_rows: the second half
         if (prof) prof->ternary_bytes += double(w.bytes.size());
       };
-      // A product's rows in units of contiguous rows, a few per member.
-      auto units = [&](const Engine::Packed& w) { return std::min<int64_t>(8 * nt, w.rows); };
       // The product of w and the prepared token, units of rows shared by the team, each unit scaled to fp32
       // by its thread while hot: segment j into outs[j] (its rows), or added to it (residual = true, one
       // segment). The same operations per value as linear() and the residual add: the same bits. Then the
       // barrier.
       auto product = [&](const Engine::Packed& w, std::initializer_list<float*> outs, bool residual) {
         PhaseTimer timer(prof, &DecodeProfile::ternary);
-        const int64_t n = units(w);
-        share(tid, nt, n, [&](int64_t u) {
-          const int64_t m0 = w.rows * u / n, m1 = w.rows * (u + 1) / n;
+        share_rows(tid, nt, w.rows, [&](int64_t m0, int64_t m1) {
           ternary_gemv_token_rows(acc_.data(), token_, w.bytes.data(), m0, m1,
                                   PackedCodes::Valid);  // pack_i2s writes no code 3
           int64_t r0 = 0;
@@ -505,15 +501,16 @@ class EngineSession : public DecodeSession {
         });
         sync();
       };
-      // The other members, while thread 0 runs a serial step: their first unit of the next product (whose
-      // rows are contiguous) requested into L2, so that memory streams during the step too.
-      auto prefetch_first_unit = [&](const Engine::Packed& w) {
-        const int64_t n = units(w);
-        if (tid == 0 || tid >= n) return;
-        const int64_t row_bytes = w.kp / 4;
-        const uint8_t* p = w.bytes.data() + w.rows * tid / n * row_bytes;
-        const uint8_t* end = w.bytes.data() + w.rows * (tid + 1) / n * row_bytes;
-        for (; p < end; p += 64) __builtin_prefetch(p, 0, 2);
+      // The other members, while thread 0 runs a serial step: the start of their first rows of the next
+      // product requested into L2, so that memory streams during the step too (about as much as streams
+      // in a step; more would keep thread 0 waiting).
+      auto prefetch_first_rows = [&](const Engine::Packed& w) {
+        if (tid == 0) return;
+        const int64_t row_bytes = w.kp / 4, m0 = first_rows_begin(tid, nt, w.rows);
+        const int64_t bytes =
+            std::min((first_rows_begin(tid + 1, nt, w.rows) - m0) * row_bytes, kStepPrefetch);
+        const uint8_t* p = w.bytes.data() + m0 * row_bytes;
+        for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 2);
       };
       for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         const Engine::Layer& y = e_.layers_[size_t(l)];
@@ -522,7 +519,7 @@ class EngineSession : public DecodeSession {
           norm(h_.data(), x_.data(), y.norm_in, 1, C, eps);
           prepare(h_.data(), C, y.qkv);
         } else {
-          prefetch_first_unit(y.qkv);
+          prefetch_first_rows(y.qkv);
         }
         sync();
         product(y.qkv, {q_.data(), k_.data(), v_.data()}, false);
@@ -546,7 +543,7 @@ class EngineSession : public DecodeSession {
           norm(h_.data(), att_.data(), y.norm_attn_sub, 1, Q, eps);
           prepare(h_.data(), Q, y.o);
         } else {
-          prefetch_first_unit(y.o);
+          prefetch_first_rows(y.o);
         }
         sync();
         product(y.o, {x_.data()}, true);
@@ -555,7 +552,7 @@ class EngineSession : public DecodeSession {
           norm(h_.data(), x_.data(), y.norm_post, 1, C, eps);
           prepare(h_.data(), C, y.gate_up);
         } else {
-          prefetch_first_unit(y.gate_up);
+          prefetch_first_rows(y.gate_up);
         }
         sync();
         product(y.gate_up, {gate_.data(), up_.data()}, false);
@@ -564,13 +561,36 @@ class EngineSession : public DecodeSession {
           norm(h_.data(), gate_.data(), y.norm_ffn_sub, 1, F, eps);
           prepare(h_.data(), F, y.down);
         } else {
-          prefetch_first_unit(y.down);
+          prefetch_first_rows(y.down);
         }
         sync();
         product(y.down, {x_.data()}, true);
       }
     }
   }
+
+  // Rows [0, M) of a product shared by a team of nt threads: the first half statically, member t taking
+  // [first_rows_begin(t), first_rows_begin(t + 1)) (so it can prefetch them), then the rest claimed from
+  // next_unit_ (which thread 0 set to M / 2 before the barrier that opened the step) in shrinking pieces,
+  // so that the members finish together (one last large piece would keep the others waiting). Each row
+  // runs exactly once.
+  static int64_t first_rows_begin(int t, int nt, int64_t M) {
+    return M / 2 * t / nt;
+  }
+  template <class F>
+  void share_rows(int tid, int nt, int64_t M, F&& f) {
+    f(first_rows_begin(tid, nt, M), first_rows_begin(tid + 1, nt, M));
+    int64_t begin = next_unit_.load(std::memory_order_relaxed);
+    while (begin < M) {
+      const int64_t size = std::max(kMinClaimRows, (M - begin) / (4 * nt));
+      if (next_unit_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) {
+        f(begin, std::min(M, begin + size));
+        begin = next_unit_.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  static constexpr int64_t kMinClaimRows = 16;
+  static constexpr int64_t kStepPrefetch = int64_t(128) << 10;
 
   // Units [0, units) shared by a team of nt threads: member tid takes unit tid first (a thread that comes
   // late still gets one), then claims the rest in order from next_unit_, which thread 0 set to nt before
