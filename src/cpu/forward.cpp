@@ -19,9 +19,6 @@ namespace {
 // Dot product with 16 independent partial sums: vectorizable without -ffast-math, and a fixed summation
 // order, so a (query, key) pair gives the same score whichever path (full forward or cache) computes it.
 inline float dot(const float* a, const float* b, int64_t n) {
-#if defined(__clang__)
-#pragma clang fp contract(off)  // LLVM's avx512f implies FMA; the clones must round alike
-#endif
   float acc[16] = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -46,17 +43,14 @@ void grow(std::vector<T>& v, size_t n) {
 }
 
 // One query head: oh (hd) = softmax(qh . k_j^T * scale) . v_j over keys j = 0..n_keys-1, rows kstride apart.
-// att is (n_keys) scratch. Cloned for AVX-512 and AVX2, without FMA contraction (GCC's avx512f and avx2 do
-// not enable FMA; clang is told by the pragmas), so every clone rounds alike; the caller's OpenMP loop stays
-// in plain code.
+// att is (n_keys) scratch. Cloned for AVX-512 and AVX2; this file is compiled without FMA contraction
+// (CMakeLists.txt), which GCC and LLVM would apply in the avx512f clone, so every clone rounds alike. The
+// caller's OpenMP loop stays in plain code.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_one(float* oh, const float* qh,
                                                                              const float* k, const float* v,
                                                                              int64_t n_keys, int64_t kstride,
                                                                              int64_t hd, float scale,
                                                                              float* att) {
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#endif
   float maxv = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_keys; ++j) {
     const float s = dot(qh, k + j * kstride, hd) * scale;

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace tl {
@@ -18,12 +19,18 @@ void TeamBarrier::arrive_and_wait(int threads) {
     return;
   }
   using clock = std::chrono::steady_clock;
-  const auto deadline = clock::now() + std::chrono::duration<double, std::micro>(spin_us_);
+  const double spin = spin_us_.load(std::memory_order_relaxed);
+  const auto deadline = clock::now() + std::chrono::duration<double, std::micro>(spin);
   for (int i = 1;; ++i) {
-    if (generation_.load(std::memory_order_acquire) != gen) return;
+    if (generation_.load(std::memory_order_acquire) != gen) {
+      if (spin < max_spin_us_)
+        spin_us_.store(std::min(max_spin_us_, spin * 1.25 + 0.5), std::memory_order_relaxed);
+      return;
+    }
     _mm_pause();
     if (i % 64 == 0 && clock::now() >= deadline) break;
   }
+  spin_us_.store(spin / 2, std::memory_order_relaxed);
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   while (generation_.load(std::memory_order_seq_cst) == gen) generation_.wait(gen, std::memory_order_seq_cst);
   sleepers_.fetch_sub(1, std::memory_order_relaxed);

@@ -2,8 +2,9 @@
 // token's layers in one OpenMP region and meets between phases). OpenMP's own barrier with the passive
 // wait policy puts a waiter to sleep at once, and waking it costs about 10-20 us on the VMs measured here;
 // a waiter here spins first (a phase lasts tens of microseconds), then sleeps on a futex
-// (std::atomic::wait), so a team-mate descheduled on a busy machine costs a sleeping thread, not a
-// spinning one.
+// (std::atomic::wait). The spin adapts: a wait that ends in sleep halves it, one that ends while spinning
+// lengthens it again, up to max_spin_us. So on a busy machine, where team-mates are descheduled for whole
+// time slices, waiters soon sleep at once instead of burning the CPU time the others need.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -12,8 +13,7 @@ namespace tl {
 
 class TeamBarrier {
  public:
-  // spin_us: how long a waiter spins before it sleeps.
-  explicit TeamBarrier(double spin_us = 200.0) : spin_us_(spin_us) {}
+  explicit TeamBarrier(double max_spin_us = 50.0) : max_spin_us_(max_spin_us), spin_us_(max_spin_us) {}
   TeamBarrier(const TeamBarrier&) = delete;
   TeamBarrier& operator=(const TeamBarrier&) = delete;
 
@@ -22,7 +22,8 @@ class TeamBarrier {
   void arrive_and_wait(int threads);
 
  private:
-  const double spin_us_;
+  const double max_spin_us_;
+  std::atomic<double> spin_us_;  // the current spin before sleeping
   std::atomic<int> arrived_{0};
   std::atomic<uint32_t> generation_{0};
   std::atomic<int> sleepers_{0};

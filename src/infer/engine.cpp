@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -460,6 +461,10 @@ class EngineSession : public DecodeSession {
     const float eps = float(c.rms_norm_eps);
     const int64_t pos = cache_.length;
     grow(xprep_, size_t(std::max({C, Q, F}) + 256));
+    if (cursor_count_ < omp_get_max_threads()) {  // the team has at most this many members
+      cursor_count_ = omp_get_max_threads();
+      cursors_ = std::make_unique<RowCursor[]>(size_t(cursor_count_));
+    }
 #pragma omp parallel
     {
       const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -471,7 +476,10 @@ class EngineSession : public DecodeSession {
         quantize(h, 1, K, w.kp);
         token_ = prepare_ternary_gemv_token(xq_.data(), w.kp, xprep_.data(), e_.opt_.isa);
         grow(acc_, size_t(w.rows));
-        next_unit_.store(w.rows / 2, std::memory_order_relaxed);  // share_rows: the second half
+        for (int t = 0; t < nt; ++t) {  // share_rows: each member's range
+          cursors_[size_t(t)].next.store(range_begin(t, nt, w.rows), std::memory_order_relaxed);
+          cursors_[size_t(t)].end = range_begin(t + 1, nt, w.rows);
+        }
         if (prof) prof->ternary_bytes += double(w.bytes.size());
       };
       // The product of w and the prepared token, units of rows shared by the team, each unit scaled to fp32
@@ -480,7 +488,7 @@ class EngineSession : public DecodeSession {
       // barrier.
       auto product = [&](const Engine::Packed& w, std::initializer_list<float*> outs, bool residual) {
         PhaseTimer timer(prof, &DecodeProfile::ternary);
-        share_rows(tid, nt, w.rows, [&](int64_t m0, int64_t m1) {
+        share_rows(tid, nt, [&](int64_t m0, int64_t m1) {
           ternary_gemv_token_rows(acc_.data(), token_, w.bytes.data(), m0, m1,
                                   PackedCodes::Valid);  // pack_i2s writes no code 3
           int64_t r0 = 0;
@@ -506,9 +514,8 @@ class EngineSession : public DecodeSession {
       // in a step; more would keep thread 0 waiting).
       auto prefetch_first_rows = [&](const Engine::Packed& w) {
         if (tid == 0) return;
-        const int64_t row_bytes = w.kp / 4, m0 = first_rows_begin(tid, nt, w.rows);
-        const int64_t bytes =
-            std::min((first_rows_begin(tid + 1, nt, w.rows) - m0) * row_bytes, kStepPrefetch);
+        const int64_t row_bytes = w.kp / 4, m0 = range_begin(tid, nt, w.rows);
+        const int64_t bytes = std::min((range_begin(tid + 1, nt, w.rows) - m0) * row_bytes, kStepPrefetch);
         const uint8_t* p = w.bytes.data() + m0 * row_bytes;
         for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 2);
       };
@@ -569,23 +576,26 @@ class EngineSession : public DecodeSession {
     }
   }
 
-  // Rows [0, M) of a product shared by a team of nt threads: the first half statically, member t taking
-  // [first_rows_begin(t), first_rows_begin(t + 1)) (so it can prefetch them), then the rest claimed from
-  // next_unit_ (which thread 0 set to M / 2 before the barrier that opened the step) in shrinking pieces,
-  // so that the members finish together (one last large piece would keep the others waiting). Each row
-  // runs exactly once.
-  static int64_t first_rows_begin(int t, int nt, int64_t M) {
-    return M / 2 * t / nt;
+  // Rows [0, M) of a product shared by a team of nt threads. Member t owns the range
+  // [range_begin(t), range_begin(t + 1)) (whose start it prefetches during thread 0's serial step) and
+  // claims pieces of it from the front, each a quarter of what is left (at least kMinClaimRows rows);
+  // when its range is done it claims pieces of the others' ranges the same way. Shrinking pieces make
+  // the members finish together, and a member descheduled on a busy machine holds up only its current
+  // piece. Each row runs exactly once.
+  static int64_t range_begin(int t, int nt, int64_t M) {
+    return M * t / nt;
   }
   template <class F>
-  void share_rows(int tid, int nt, int64_t M, F&& f) {
-    f(first_rows_begin(tid, nt, M), first_rows_begin(tid + 1, nt, M));
-    int64_t begin = next_unit_.load(std::memory_order_relaxed);
-    while (begin < M) {
-      const int64_t size = std::max(kMinClaimRows, (M - begin) / (4 * nt));
-      if (next_unit_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) {
-        f(begin, std::min(M, begin + size));
-        begin = next_unit_.load(std::memory_order_relaxed);
+  void share_rows(int tid, int nt, F&& f) {
+    for (int k = 0; k < nt; ++k) {
+      RowCursor& c = cursors_[size_t((tid + k) % nt)];
+      int64_t begin = c.next.load(std::memory_order_relaxed);
+      while (begin < c.end) {
+        const int64_t size = std::max(kMinClaimRows, (c.end - begin) / 4);
+        if (c.next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) {
+          f(begin, std::min(c.end, begin + size));
+          begin = c.next.load(std::memory_order_relaxed);
+        }
       }
     }
   }
@@ -637,6 +647,12 @@ class EngineSession : public DecodeSession {
   std::vector<int8_t> xprep_;
   TernaryGemvToken token_;
   std::atomic<int64_t> next_unit_{0};
+  struct alignas(64) RowCursor {  // a member's range of rows in share_rows: next row to claim, end
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::unique_ptr<RowCursor[]> cursors_;
+  int cursor_count_ = 0;
   TeamBarrier barrier_;
   DecodeProfile* prof_ = nullptr;  // phase timers on when set (bench --profile)
 };
