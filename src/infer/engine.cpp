@@ -509,26 +509,30 @@ class EngineSession : public DecodeSession {
         });
         sync();
       };
-      // The other members, while thread 0 runs a serial step: the start of their first rows of the next
-      // product requested into L2, so that memory streams during the step too (about as much as streams
-      // in a step; more would keep thread 0 waiting).
-      auto prefetch_first_rows = [&](const Engine::Packed& w) {
-        if (tid == 0) return;
-        const int64_t row_bytes = w.kp / 4, m0 = range_begin(tid, nt, w.rows);
-        const int64_t bytes = std::min((range_begin(tid + 1, nt, w.rows) - m0) * row_bytes, kStepPrefetch);
-        const uint8_t* p = w.bytes.data() + m0 * row_bytes;
-        for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 2);
+      // A serial step: thread 0 runs it while the others wait, and meanwhile request the start of their
+      // range of the next product into L2 (so memory streams during the step too), a kilobyte at a time,
+      // stopping when the step ends.
+      auto serial_step = [&](const Engine::Packed& next, auto&& step) {
+        if (tid == 0) {
+          step();
+          return sync();
+        }
+        const int64_t row_bytes = next.kp / 4, m0 = range_begin(tid, nt, next.rows);
+        const uint8_t* p = next.bytes.data() + m0 * row_bytes;
+        const uint8_t* end =
+            p + std::min((range_begin(tid + 1, nt, next.rows) - m0) * row_bytes, kStepPrefetch);
+        barrier_.arrive_and_wait(nt, [&] {
+          for (int i = 0; i < 16 && p < end; ++i, p += 64) __builtin_prefetch(p, 0, 2);
+          return p < end;
+        });
       };
       for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         const Engine::Layer& y = e_.layers_[size_t(l)];
         // --- attention
-        if (tid == 0) {
+        serial_step(y.qkv, [&] {
           norm(h_.data(), x_.data(), y.norm_in, 1, C, eps);
           prepare(h_.data(), C, y.qkv);
-        } else {
-          prefetch_first_rows(y.qkv);
-        }
-        sync();
+        });
         product(y.qkv, {q_.data(), k_.data(), v_.data()}, false);
         {
           PhaseTimer timer(prof, &DecodeProfile::attention);
@@ -546,31 +550,22 @@ class EngineSession : public DecodeSession {
           });
           sync();
         }
-        if (tid == 0) {
+        serial_step(y.o, [&] {
           norm(h_.data(), att_.data(), y.norm_attn_sub, 1, Q, eps);
           prepare(h_.data(), Q, y.o);
-        } else {
-          prefetch_first_rows(y.o);
-        }
-        sync();
+        });
         product(y.o, {x_.data()}, true);
         // --- MLP
-        if (tid == 0) {
+        serial_step(y.gate_up, [&] {
           norm(h_.data(), x_.data(), y.norm_post, 1, C, eps);
           prepare(h_.data(), C, y.gate_up);
-        } else {
-          prefetch_first_rows(y.gate_up);
-        }
-        sync();
+        });
         product(y.gate_up, {gate_.data(), up_.data()}, false);
-        if (tid == 0) {
+        serial_step(y.down, [&] {
           gated_activation_forward(gate_.data(), up_.data(), F, c.hidden_act);
           norm(h_.data(), gate_.data(), y.norm_ffn_sub, 1, F, eps);
           prepare(h_.data(), F, y.down);
-        } else {
-          prefetch_first_rows(y.down);
-        }
-        sync();
+        });
         product(y.down, {x_.data()}, true);
       }
     }
@@ -600,7 +595,7 @@ class EngineSession : public DecodeSession {
     }
   }
   static constexpr int64_t kMinClaimRows = 16;
-  static constexpr int64_t kStepPrefetch = int64_t(128) << 10;
+  static constexpr int64_t kStepPrefetch = int64_t(256) << 10;  // at most, per member and step
 
   // Units [0, units) shared by a team of nt threads: member tid takes unit tid first (a thread that comes
   // late still gets one), then claims the rest in order from next_unit_, which thread 0 set to nt before
