@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 
 #include "core/error.hpp"
@@ -451,9 +452,9 @@ class EngineSession : public DecodeSession {
 
   // The layers for one token at position cache_.length (decoding), x_ (C) in and out: the same steps and
   // operations as layers(1), so the same bits, in one OpenMP region instead of a few per layer (waking the
-  // team costs more than a layer's small steps). Thread 0 runs the serial steps (norms, quantization,
-  // scaling, RoPE, the cache); the team shares the ternary products (chunks of rows) and the attention
-  // heads, and meets at a spinning TeamBarrier between steps.
+  // team costs more than a layer's small steps). Thread 0 runs the serial steps (norms, quantization, RoPE,
+  // the cache); the team shares the ternary products (share_rows) and the attention heads (a static share
+  // each), and meets at a spinning TeamBarrier between steps, about 240 times per token.
   void layers_one_token() {
     const BitNetConfig& c = e_.cfg_;
     const int64_t C = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
@@ -482,11 +483,13 @@ class EngineSession : public DecodeSession {
         }
         if (prof) prof->ternary_bytes += double(w.bytes.size());
       };
-      // The product of w and the prepared token, units of rows shared by the team, each unit scaled to fp32
-      // by its thread while hot: segment j into outs[j] (its rows), or added to it (residual = true, one
-      // segment). The same operations per value as linear() and the residual add: the same bits. Then the
-      // barrier.
-      auto product = [&](const Engine::Packed& w, std::initializer_list<float*> outs, bool residual) {
+      // The product of w and the prepared token, its rows shared by the team (share_rows), each piece
+      // scaled to fp32 by its thread while hot: segment j into outs[j] (its rows), or added to it
+      // (residual = true, one segment). The same operations per value as linear() and the residual add:
+      // the same bits. Then the barrier; a member that waits there runs while_waiting.
+      auto product = [&](
+                         const Engine::Packed& w, std::initializer_list<float*> outs, bool residual,
+                         const std::function<bool()>& while_waiting = [] { return false; }) {
         PhaseTimer timer(prof, &DecodeProfile::ternary);
         share_rows(tid, nt, [&](int64_t m0, int64_t m1) {
           ternary_gemv_token_rows(acc_.data(), token_, w.bytes.data(), m0, m1,
@@ -507,7 +510,7 @@ class EngineSession : public DecodeSession {
             ++j;
           }
         });
-        sync();
+        barrier_.arrive_and_wait(nt, while_waiting);
       };
       // A serial step: thread 0 runs it while the others wait, and meanwhile request the start of their
       // range of the next product into L2 (so memory streams during the step too), a kilobyte at a time,
@@ -526,6 +529,11 @@ class EngineSession : public DecodeSession {
           return p < end;
         });
       };
+      // Attention heads: a static share per member, so that it can fetch their cached keys and values
+      // (read cold otherwise, after the layer's weights streamed through the caches) while it waits for
+      // the q|k|v product to end.
+      const int64_t h0 = NH * tid / nt, h1 = NH * (tid + 1) / nt;
+      const int64_t kv_row_bytes = ((h1 - 1) / (NH / NKV) + 1 - h0 / (NH / NKV)) * hd * 4;
       for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
         const Engine::Layer& y = e_.layers_[size_t(l)];
         // --- attention
@@ -533,7 +541,16 @@ class EngineSession : public DecodeSession {
           norm(h_.data(), x_.data(), y.norm_in, 1, C, eps);
           prepare(h_.data(), C, y.qkv);
         });
-        product(y.qkv, {q_.data(), k_.data(), v_.data()}, false);
+        int64_t kv_pos = 0, kv_which = 0;  // the next cached row to prefetch: position, keys (0) or values
+        product(y.qkv, {q_.data(), k_.data(), v_.data()}, false, [&] {
+          if (h0 >= h1 || kv_pos >= pos) return false;
+          const float* base =
+              (kv_which ? cache_.v_layer(l) : cache_.k_layer(l)) + kv_pos * KV + h0 / (NH / NKV) * hd;
+          for (int64_t b = 0; b < kv_row_bytes; b += 64)
+            __builtin_prefetch(reinterpret_cast<const char*>(base) + b, 0, 2);
+          if (++kv_which == 2) kv_which = 0, ++kv_pos;
+          return kv_pos < pos;
+        });
         {
           PhaseTimer timer(prof, &DecodeProfile::attention);
           if (tid == 0) {
@@ -541,13 +558,10 @@ class EngineSession : public DecodeSession {
             rope_forward(k_.data(), NKV, hd, e_.rope_.cos_at(pos), e_.rope_.sin_at(pos));
             std::memcpy(cache_.k_layer(l) + pos * KV, k_.data(), size_t(KV) * sizeof(float));
             std::memcpy(cache_.v_layer(l) + pos * KV, v_.data(), size_t(KV) * sizeof(float));
-            next_unit_.store(nt, std::memory_order_relaxed);
           }
           sync();
-          share(tid, nt, NH, [&](int64_t h) {
-            attention_heads_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), pos, NH,
-                                    NKV, hd, h, h + 1, scores.data());
-          });
+          attention_heads_forward(att_.data(), q_.data(), cache_.k_layer(l), cache_.v_layer(l), pos, NH, NKV,
+                                  hd, h0, h1, scores.data());
           sync();
         }
         serial_step(y.o, [&] {
@@ -597,17 +611,6 @@ class EngineSession : public DecodeSession {
   static constexpr int64_t kMinClaimRows = 16;
   static constexpr int64_t kStepPrefetch = int64_t(256) << 10;  // at most, per member and step
 
-  // Units [0, units) shared by a team of nt threads: member tid takes unit tid first (a thread that comes
-  // late still gets one), then claims the rest in order from next_unit_, which thread 0 set to nt before
-  // the barrier that opened the step. Each unit runs exactly once.
-  template <class F>
-  void share(int tid, int nt, int64_t units, F&& f) {
-    if (tid < units) f(int64_t(tid));
-    for (int64_t u = next_unit_.fetch_add(1, std::memory_order_relaxed); u < units;
-         u = next_unit_.fetch_add(1, std::memory_order_relaxed))
-      f(u);
-  }
-
   // logits_ (V) from last_ (C), the final-normed hidden state of the last token.
   void head() {
     PhaseTimer timer(prof_, &DecodeProfile::head);
@@ -637,11 +640,10 @@ class EngineSession : public DecodeSession {
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, s_;
   std::vector<int8_t> xq_;
   std::vector<int32_t> acc_;
-  // The one-token team's shared state: the prepared activations of the current product, the next unit to
-  // claim, the barrier.
+  // The one-token team's shared state: the prepared activations of the current product, each member's
+  // range cursor, the barrier.
   std::vector<int8_t> xprep_;
   TernaryGemvToken token_;
-  std::atomic<int64_t> next_unit_{0};
   struct alignas(64) RowCursor {  // a member's range of rows in share_rows: next row to claim, end
     std::atomic<int64_t> next{0};
     int64_t end = 0;
