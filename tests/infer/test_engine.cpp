@@ -99,7 +99,9 @@ TEST(Engine, EqualsReferenceBitForBitUntiedSilu) {
 }
 
 // A decoded token's layers run in one thread team (infer/engine.cpp, layers_one_token): the logits must not
-// depend on the team's size, more threads than cores included (members are then descheduled mid-step).
+// depend on the team's size. 3 threads is more than the 2 cores of the CI machine, so members are then
+// descheduled mid-step. (5 would do too, but LLVM's libomp leaks a team structure that LeakSanitizer
+// reports.)
 TEST(Engine, DecodeEqualsReferenceForAnyThreadCount) {
   const BitNetConfig c = tiny();
   Model m = random_model(c, 5);
@@ -108,7 +110,7 @@ TEST(Engine, DecodeEqualsReferenceForAnyThreadCount) {
   ReferenceModel ref(std::move(copy));
   const auto want = run_schedule(ref, toks, 3);
   const int saved = omp_get_max_threads();
-  for (int threads : {1, 2, 5}) {
+  for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     for (KernelIsa isa : isas()) {
       EngineOptions opt;
