@@ -203,8 +203,6 @@ void gated_activation_forward(float* gate, const float* up, int64_t n, Activatio
 
 void attention_forward(float* out, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t S, int64_t pos0, int64_t NH, int64_t NKV, int64_t hd) {
-  const int64_t group = NH / NKV;
-  const float scale = float(1.0 / std::sqrt(double(hd)));  // head_dim ** -0.5 (python float -> fp32)
 #pragma omp parallel if (B * T * NH * (pos0 + T) * hd >= kParallelMin)
   {
     std::vector<float> att(size_t(pos0 + T));  // scores of one query over its keys
@@ -213,20 +211,17 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
 #pragma omp for collapse(3) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
-        for (int64_t h = 0; h < NH; ++h) {
-          const int64_t p = pos0 + t;     // absolute position; keys 0..p are visible (causal)
-          const int64_t kvh = h / group;  // GQA: the kv head this query head reads
-          attend_one(out + ((b * T + t) * NH + h) * hd, q + ((b * T + t) * NH + h) * hd,
-                     k + (b * S * NKV + kvh) * hd, v + (b * S * NKV + kvh) * hd, p + 1, NKV * hd, hd, scale,
-                     att.data());
-        }
+        for (int64_t h = 0; h < NH; ++h)  // query t sits at position pos0 + t and sees keys 0..pos0 + t
+          attention_heads_forward(out + (b * T + t) * NH * hd, q + (b * T + t) * NH * hd,
+                                  k + b * S * NKV * hd, v + b * S * NKV * hd, pos0 + t, NH, NKV, hd, h, h + 1,
+                                  att.data());
   }
 }
 
 void attention_heads_forward(float* out, const float* q, const float* k, const float* v, int64_t pos,
                              int64_t NH, int64_t NKV, int64_t hd, int64_t h0, int64_t h1, float* att) {
-  const int64_t group = NH / NKV;
-  const float scale = float(1.0 / std::sqrt(double(hd)));  // as attention_forward
+  const int64_t group = NH / NKV;                          // GQA: query head h reads kv head h / group
+  const float scale = float(1.0 / std::sqrt(double(hd)));  // head_dim ** -0.5 (python float -> fp32)
   for (int64_t h = h0; h < h1; ++h)
     attend_one(out + h * hd, q + h * hd, k + (h / group) * hd, v + (h / group) * hd, pos + 1, NKV * hd, hd,
                scale, att);

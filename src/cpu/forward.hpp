@@ -64,8 +64,8 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
                        int64_t S, int64_t pos0, int64_t NH, int64_t NKV, int64_t hd);
 
 // The same attention for one query position `pos` (B = T = 1, pos0 = pos), query heads [h0, h1) only, on
-// the calling thread: q (NH,hd); k, v (S,NKV,hd) hold positions 0..pos; out (NH,hd) gets rows h0..h1-1,
-// the same values as attention_forward gives them. att: scratch of pos + 1 floats.
+// the calling thread (attention_forward runs it for each query and head): q (NH,hd); k, v (S,NKV,hd) hold
+// positions 0..pos; out (NH,hd) gets rows h0..h1-1. att: scratch of pos + 1 floats.
 void attention_heads_forward(float* out, const float* q, const float* k, const float* v, int64_t pos,
                              int64_t NH, int64_t NKV, int64_t hd, int64_t h0, int64_t h1, float* att);
 

@@ -1182,9 +1182,7 @@ void ternary_gemm_i32(int32_t* out, int64_t ldo, const int8_t* x, int64_t N, con
 
 TernaryGemvToken prepare_ternary_gemv_token(const int8_t* x, int64_t K, int8_t* buffer, KernelIsa isa) {
   TL_CHECK(K >= 0 && K % kBlock == 0 && K <= kMaxK,
-           "prepare_ternary_gemv_token: K = {} is not a multiple of {} "
-           "in [0, {}]",
-           K, kBlock, kMaxK);
+           "prepare_ternary_gemv_token: K = {} is not a multiple of {} in [0, {}]", K, kBlock, kMaxK);
   check_isa(isa, "prepare_ternary_gemv_token");
   TernaryGemvToken t{x, K, 0, isa};
   token_sums(x, 1, K, &t.sum);
