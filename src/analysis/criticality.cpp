@@ -43,6 +43,17 @@ std::vector<std::string> analysis_rows(const std::string& corpus, const fs::path
       for (const auto& d : docs) rows.push_back(d.text);
       return rows;
     }
+    case CorpusKind::Sotu:
+    case CorpusKind::MobyDick:
+    case CorpusKind::Kjv: {
+      // The seed preparation's rows; a single sotu / moby-dick file is one document with no split.
+      CorpusSpec spec{kind, parse_split(split), true, input};
+      if (kind != CorpusKind::Kjv && fs::is_regular_file(input, ec)) spec.split_given = false;
+      std::vector<std::string> rows;
+      for (const auto& d : load_corpus(spec))
+        for (auto& r : document_rows(kind, d)) rows.push_back(std::move(r));
+      return rows;
+    }
   }
   fail("criticality: unknown corpus '{}'", corpus);
 }
@@ -508,6 +519,8 @@ CriticalityResult run_criticality(BlockRunner& runner, const std::vector<std::ve
     for (const auto& p : prof[e]) {
       for (int64_t l = 0; l < L; ++l) er.D[size_t(l)] += p.delta[size_t(l)];
       er.D_in += p.delta_in;
+      er.delta_first.push_back(p.delta.front());
+      er.delta_last.push_back(p.delta.back());
     }
     for (auto& d : er.D) d /= double(prof[e].size());
     er.D_in /= double(prof[e].size());

@@ -29,7 +29,8 @@ constexpr double kLogEps = 1e-12;  // inside λ's logs and amplification's denom
 
 // Rows of a split in WikiText form: brown -> the rows of to_wikitext(load_brown(split)) (input: the Brown
 // directory, default find_brown_dir()); wikitext -> a wiki.*.raw file, or a directory + split; text -> the
-// non-blank lines of a file / directory; jsonl -> one row per record ("text" field).
+// non-blank lines of a file / directory; jsonl -> one row per record ("text" field); sotu, moby-dick, kjv
+// -> document_rows of the split's documents (input: default found; a single sotu / moby-dick file: no split).
 std::vector<std::string> analysis_rows(const std::string& corpus, const std::filesystem::path& input,
                                        const std::string& split);
 // For each row t = python_strip(row): if it has more than min_chars code points, keep its first `chars`
@@ -186,6 +187,9 @@ struct EpsResult {
   double D_in = 0, lambda = 0, amplification = 0;  // from D, by the study's formulas
   std::vector<SampleStats> growth;                 // (L)
   SampleStats lambda_samples;
+  // Per sample (text-major, seed-minor): δ of the first and the last block, so that λ and amplification of
+  // the mean profile can be resampled over texts.
+  std::vector<double> delta_first, delta_last;
 };
 
 // One relative ε of the finite-time Lyapunov estimate over texts × seeds (same noise draws as the sweep).

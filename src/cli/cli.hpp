@@ -26,4 +26,8 @@ struct Registrar {
 // Shared output helper: true when stdout is a terminal.
 bool stdout_is_tty();
 
+// The command line as typed (arguments joined by spaces, those with spaces or quotes single-quoted), for
+// reports that record how they were made.
+std::string& command_line();
+
 }  // namespace tl::cli

@@ -117,7 +117,8 @@ const Registrar reg("actprune", 55, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->opt.seed, "seed of the random masks")->capture_default_str();
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
-  cmd->add_option("--corpus", a->eval.corpus, "brown | wikitext | text | jsonl | tokens")
+  cmd->add_option("--corpus", a->eval.corpus,
+                  "brown | wikitext | text | jsonl | sotu | moby-dick | kjv | tokens")
       ->capture_default_str();
   cmd->add_option("--input", a->eval.input, "corpus file or directory, or the token file");
   cmd->add_option("--split", a->eval.split, "train | validation | test | all")->capture_default_str();

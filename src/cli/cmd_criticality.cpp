@@ -12,12 +12,9 @@
 #include "core/file.hpp"
 #include "core/parse.hpp"
 #include "cpu/threads.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/criticality_runner.hpp"
-#endif
 #include "io/checkpoint.hpp"
 #include "text/tokenizer.hpp"
-#include "workflow/device.hpp"
+#include "workflow/criticality.hpp"
 
 namespace tl::cli {
 namespace {
@@ -69,26 +66,10 @@ void run_criticality_cmd(CritArgs& a) {
   TL_CHECK(!a.exclude_bos || opt.bos_id >= 0, "--exclude-bos: the tokenizer {} has no BOS token",
            tok_path.string());
   Model model = load_checkpoint(a.checkpoint);
-  const auto texts = select_analysis_texts(analysis_rows(a.corpus, a.input, a.split), a.texts, a.chars);
-  TL_CHECK(!texts.empty(), "criticality: no row of the corpus has more than 100 characters");
   const int64_t max_len = std::min<int64_t>(a.max_tokens, model.config.max_position_embeddings);
-  std::vector<std::vector<int32_t>> ids;
-  for (const auto& t : texts) {
-    auto v = tok.encode(t, true);  // the study: default special tokens (BOS), truncation to max_length
-    if (int64_t(v.size()) > max_len) v.resize(size_t(max_len));
-    ids.push_back(std::move(v));
-  }
-  BlockRunnerFactory runners;  // empty: the CPU reference
-#if TERNLAB_HAVE_CUDA
-  if (device == Device::Cuda) {
-    size_t longest = 0;
-    for (const auto& v : ids) longest = std::max(longest, v.size());
-    runners = cuda::device_block_runners(int64_t(longest), process_group().gpu);
-  }
-#endif
+  const auto ids = analysis_token_texts(tok, a.corpus, a.input, a.split, a.texts, a.chars, max_len);
   const std::string device_text = describe_device(device);
-  const CriticalityReport rep =
-      run_criticality_with_controls(model, ids, opt, controls, a.control_seed, runners);
+  const CriticalityReport rep = run_criticality_on(model, ids, opt, controls, a.control_seed, device);
   const CriticalityResult& r = rep.model;
 
   nlohmann::json j = to_json(rep);
@@ -185,8 +166,10 @@ const Registrar reg("criticality", 50, [](CLI::App& app) {
                                  "the RPT study's criticality measurements (branching ratio, perturbation "
                                  "profile, λ) with several ε and seeds");
   cmd->add_option("checkpoint", a->checkpoint, "checkpoint directory")->required();
-  cmd->add_option("--corpus", a->corpus, "brown | wikitext | text | jsonl")->capture_default_str();
-  cmd->add_option("--split", a->split, "train | validation | test (Brown / WikiText directory)")
+  cmd->add_option("--corpus", a->corpus, "brown | wikitext | text | jsonl | sotu | moby-dick | kjv")
+      ->capture_default_str();
+  cmd->add_option("--split", a->split,
+                  "train | validation | test (brown, sotu, moby-dick, kjv, WikiText directory)")
       ->capture_default_str();
   cmd->add_option("--input", a->input, "corpus file or directory (default: the Brown corpus)");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: the checkpoint's)");

@@ -142,12 +142,14 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
   cmd->add_option("--device", a->device, "cpu | cuda (the GPU computes each target's NLL)")
       ->capture_default_str();
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
-  cmd->add_option("--corpus", a->opt.corpus, "brown | wikitext | text | jsonl | tokens")
+  cmd->add_option("--corpus", a->opt.corpus,
+                  "brown | wikitext | text | jsonl | sotu | moby-dick | kjv | tokens")
       ->capture_default_str();
   cmd->add_option("--input", a->opt.input,
                   "corpus file or directory (default: the Brown corpus), or the "
                   "token file for --corpus tokens");
-  cmd->add_option("--split", a->opt.split, "train | validation | test | all (Brown / WikiText directory)")
+  cmd->add_option("--split", a->opt.split,
+                  "train | validation | test | all (brown, sotu, moby-dick, kjv, WikiText directory)")
       ->capture_default_str();
   cmd->add_option("--tokenizer", a->opt.tokenizer,
                   "tokenizer.json (default: the checkpoint's or the GGUF's own)");

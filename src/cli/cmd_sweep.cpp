@@ -60,7 +60,8 @@ const Registrar reg("sweep", 45, [](CLI::App& app) {
   cmd->add_option("--seed", a->opt.seed, "seed for sampling (seed) and selection (random)")
       ->capture_default_str();
   cmd->add_option("--protocol", a->protocol, "seed | llama | window")->capture_default_str();
-  cmd->add_option("--corpus", a->opt.eval.corpus, "brown | wikitext | text | jsonl | tokens")
+  cmd->add_option("--corpus", a->opt.eval.corpus,
+                  "brown | wikitext | text | jsonl | sotu | moby-dick | kjv | tokens")
       ->capture_default_str();
   cmd->add_option("--input", a->opt.eval.input, "corpus file or directory, or the token file");
   cmd->add_option("--split", a->opt.eval.split, "train | validation | test | all")->capture_default_str();

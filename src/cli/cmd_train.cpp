@@ -55,7 +55,8 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--seed", t.seed, "seed of the batch sampling")->capture_default_str();
   cmd->add_option("--train-tokens", o.train_tokens,
                   "training token file (ternlab data prepare) instead of --corpus");
-  cmd->add_option("--corpus", o.corpus, "brown | wikitext | text | jsonl")->capture_default_str();
+  cmd->add_option("--corpus", o.corpus, "brown | wikitext | text | jsonl | sotu | moby-dick | kjv")
+      ->capture_default_str();
   cmd->add_option("--input", o.input, "corpus file or directory (default: the Brown corpus)");
   cmd->add_option("--train-split", o.train_split, "split to train on")->capture_default_str();
   cmd->add_option("--val-split", o.val_split, "split of the validation perplexity")->capture_default_str();

@@ -19,9 +19,23 @@ bool stdout_is_tty() {
   return ::isatty(STDOUT_FILENO);
 }
 
+std::string& command_line() {
+  static std::string s;
+  return s;
+}
+
 }  // namespace tl::cli
 
 int main(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = i == 0 ? std::string("ternlab") : std::string(argv[i]);
+    if (a.find_first_of(" '\"\t") != std::string::npos) {
+      std::string q = "'";
+      for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      a = q + "'";
+    }
+    tl::cli::command_line() += (i ? " " : "") + a;
+  }
   CLI::App app{"ternlab " TERNLAB_VERSION
                " — ternary (BitNet b1.58) language models: load, evaluate, prune, "
                "fine-tune, export, run, analyze"};

@@ -138,6 +138,7 @@ PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab,
   std::vector<double> nlls;  // kept for an exact two-pass variance
   nlls.reserve(windows.size() * size_t(T));
   const int64_t rows = T - 1 - first;
+  r.window_nll.reserve(windows.size());
   std::vector<int32_t> batch_tokens;
   std::vector<double> out;
   Progress progress("perplexity", uint64_t(windows.size()), "tok");
@@ -151,13 +152,17 @@ PplResult evaluate_ppl_nll(const std::vector<PplWindow>& windows, int64_t vocab,
     nll_fn(batch_tokens, B, T, first, out);
     TL_CHECK(int64_t(out.size()) == B * rows, "perplexity: model returned {} losses, expected {}", out.size(),
              B * rows);
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = 0; b < B; ++b) {
+      double window_sum = 0;
       for (int64_t i = 0; i < rows; ++i) {
         const double nll = out[size_t(b * rows + i)];
         TL_CHECK(std::isfinite(nll), "perplexity: non-finite loss at window {} position {}", w0 + size_t(b),
                  first + i);
         nlls.push_back(nll);
+        window_sum += nll;
       }
+      r.window_nll.push_back(window_sum);
+    }
     progress.update(w1, w1 * uint64_t(T));
   }
   progress.finish();

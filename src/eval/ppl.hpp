@@ -58,6 +58,9 @@ struct PplResult {
   double nll_stderr = 0;  // standard error of the mean NLL
   double seconds = 0;
   double tokens_per_s = 0;  // tokens processed by the forward (windows · ctx) per second
+  // Σ NLL of each window's scored targets, in window order (every window scores tokens_scored / windows
+  // targets): what a paired bootstrap over windows resamples.
+  std::vector<double> window_nll;
 };
 
 // Scores the windows with `logits` (vocab size V); shows progress on a terminal.

@@ -124,6 +124,10 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
   for (const auto& s : series) {
     TL_CHECK(s.x.size() == s.y.size(), "plot: series '{}' has {} x values and {} y values", s.name,
              s.x.size(), s.y.size());
+    const bool bars = !s.y_lo.empty() || !s.y_hi.empty();
+    TL_CHECK(!bars || (s.y_lo.size() == s.y.size() && s.y_hi.size() == s.y.size()),
+             "plot: series '{}' has {} y values but {} lower and {} upper interval ends", s.name, s.y.size(),
+             s.y_lo.size(), s.y_hi.size());
     for (size_t i = 0; i < s.x.size(); ++i) {
       TL_CHECK(std::isfinite(s.x[i]), "plot: series '{}' has a non-finite x value {}", s.name, s.x[i]);
       check_y(s.y[i], "series '" + s.name + "'");
@@ -131,6 +135,15 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
       xmax = std::max(xmax, s.x[i]);
       ymin = std::min(ymin, s.y[i]);
       ymax = std::max(ymax, s.y[i]);
+      if (bars) {
+        check_y(s.y_lo[i], "series '" + s.name + "' (interval)");
+        check_y(s.y_hi[i], "series '" + s.name + "' (interval)");
+        TL_CHECK(s.y_lo[i] <= s.y[i] && s.y[i] <= s.y_hi[i],
+                 "plot: series '{}' point {}: the interval [{}, {}] does not contain y = {}", s.name, i,
+                 s.y_lo[i], s.y_hi[i], s.y[i]);
+        ymin = std::min(ymin, s.y_lo[i]);
+        ymax = std::max(ymax, s.y_hi[i]);
+      }
       ++points;
     }
   }
@@ -215,6 +228,12 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
     for (size_t k = 0; k < s.x.size(); ++k)
       o += fmt::format("<circle cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"3.5\" fill=\"{}\"/>\n", X(s.x[k]), Y(s.y[k]),
                        c);
+    for (size_t k = 0; k < s.y_lo.size(); ++k)  // interval whiskers with 4-pixel caps
+      o += fmt::format(
+          "<path class=\"interval\" "
+          "d=\"M{0:.2f},{1:.2f}V{2:.2f}M{3:.2f},{1:.2f}H{4:.2f}M{3:.2f},{2:.2f}H{4:.2f}\" "
+          "stroke=\"{5}\" stroke-width=\"1.2\" fill=\"none\"/>\n",
+          X(s.x[k]), Y(s.y_lo[k]), Y(s.y_hi[k]), X(s.x[k]) - 4, X(s.x[k]) + 4, c);
     o += "</g>\n";
   }
 

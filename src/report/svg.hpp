@@ -11,6 +11,8 @@ namespace tl {
 struct Series {
   std::string name;
   std::vector<double> x, y;  // same length; drawn in the given order
+  // Optional interval per point (both empty, or both as long as y, with lo <= y <= hi): a vertical whisker.
+  std::vector<double> y_lo, y_hi;
 };
 
 struct PlotOptions {
@@ -21,8 +23,8 @@ struct PlotOptions {
   int width = 760, height = 460;
 };
 
-// Throws tl::Error for no points at all, x/y of different lengths, a non-finite value, or (log_y) a
-// non-positive y or hline.
+// Throws tl::Error for no points at all, x/y of different lengths, intervals of the wrong length or not
+// around their y, a non-finite value, or (log_y) a non-positive y, interval end or hline.
 std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& opt);
 
 // Helpers, exposed for tests.

@@ -1,5 +1,6 @@
 #include "workflow/perplexity.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.hpp"
@@ -96,10 +97,12 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
 
 #if TERNLAB_HAVE_CUDA
 namespace {
-PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
-  const int64_t T = int64_t(data.windows.at(0).tokens.size());
-  // CpuModel's quantizers; the codes are computed once for all windows
-  cuda::DeviceModelOptions o = cuda::inference_options(model, data.ppl.batch * T, "ppl");
+std::vector<PplResult> evaluate_perplexity_cuda(const Model& model, std::span<const PplData* const> sets) {
+  int64_t max_tokens = 0;
+  for (const PplData* d : sets)
+    max_tokens = std::max(max_tokens, d->ppl.batch * int64_t(d->windows.at(0).tokens.size()));
+  // CpuModel's quantizers; the codes are computed once for all windows of all sets
+  cuda::DeviceModelOptions o = cuda::inference_options(model, max_tokens, "ppl");
   o.device = process_group().gpu;
   cuda::DeviceModel gpu(model, o);
   auto losses = [&gpu](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B, int64_t T,
@@ -107,16 +110,26 @@ PplResult evaluate_perplexity_cuda(const Model& model, const PplData& data) {
     gpu.forward(toks, targets, B, T);
     out = gpu.losses();
   };
-  return evaluate_ppl_nll(data.windows, model.config.vocab_size, nll_from_position_losses(losses), data.ppl);
+  std::vector<PplResult> out;
+  for (const PplData* d : sets)
+    out.push_back(
+        evaluate_ppl_nll(d->windows, model.config.vocab_size, nll_from_position_losses(losses), d->ppl));
+  return out;
 }
 }  // namespace
 #endif
 
-PplResult evaluate_perplexity(const Model& model, const PplData& data) {
+std::vector<PplResult> evaluate_perplexity(const Model& model, std::span<const PplData* const> sets) {
+  TL_CHECK(!sets.empty(), "ppl: no window sets to score");
+  const Device device = sets[0]->device;
+  for (const PplData* d : sets) {
+    TL_CHECK(d->device == device, "ppl: window sets for different devices in one call");
+    TL_CHECK(!d->windows.empty(), "ppl: a window set is empty");
+  }
 #if TERNLAB_HAVE_CUDA
-  if (data.device == Device::Cuda) return evaluate_perplexity_cuda(model, data);
+  if (device == Device::Cuda) return evaluate_perplexity_cuda(model, sets);
 #endif
-  require_device(data.device);
+  require_device(device);
   const int64_t V = model.config.vocab_size;
   CpuModel cpu(model);
   std::vector<float> hidden, rows;
@@ -132,7 +145,14 @@ PplResult evaluate_perplexity(const Model& model, const PplData& data) {
     out.resize(size_t(B * n * V));
     cpu.logits(rows.data(), B * n, out.data());
   };
-  return evaluate_ppl(data.windows, V, logits, data.ppl);
+  std::vector<PplResult> out;
+  for (const PplData* d : sets) out.push_back(evaluate_ppl(d->windows, V, logits, d->ppl));
+  return out;
+}
+
+PplResult evaluate_perplexity(const Model& model, const PplData& data) {
+  const PplData* one[] = {&data};
+  return evaluate_perplexity(model, one).front();
 }
 
 PplRun run_perplexity(const PplRunOptions& opt) {

@@ -2,6 +2,7 @@
 // in, a perplexity under a named protocol out.
 #pragma once
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,5 +53,8 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model,
 // Scores `model` on the prepared windows: tl::CpuModel, the fp32 reference forward, or on the GPU
 // (data.device): cuda::DeviceModel with the same quantizers (fixed scales when the model has them).
 PplResult evaluate_perplexity(const Model& model, const PplData& data);
+// The same on several prepared sets (windows of any shape, one device for all) with one backend instance:
+// the model is quantized, or uploaded to the GPU, once. Results in the order of `sets`.
+std::vector<PplResult> evaluate_perplexity(const Model& model, std::span<const PplData* const> sets);
 
 }  // namespace tl

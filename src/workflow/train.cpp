@@ -109,6 +109,8 @@ double code_sparsity(const Model& m, WeightQuantMode mode) {
   return train::snap_model(copy, mode).code_sparsity;
 }
 
+}  // namespace
+
 double latent_sparsity(const Model& m) {
   size_t zeros = 0, n = 0;
   for (const auto& v : m.views)
@@ -119,6 +121,8 @@ double latent_sparsity(const Model& m) {
     }
   return n ? double(zeros) / double(n) : 0.0;
 }
+
+namespace {
 
 // "level 5%" -> "state-level-5pct"
 std::string state_name(const std::string& run) {
@@ -143,6 +147,27 @@ PplResult backend_perplexity(train::StepBackend& backend, const PplData& data, i
   return evaluate_ppl_nll(data.windows, vocab, nll_from_position_losses(losses), data.ppl);
 }
 
+// The GPU's step backend for a run (null on the CPU): sized for a micro-batch and for `eval_tokens` tokens
+// of validation windows.
+std::unique_ptr<train::StepBackend> make_step_backend(const TrainRunOptions& opt, int64_t eval_tokens) {
+  if (opt.device != Device::Cuda) return nullptr;
+#if TERNLAB_HAVE_CUDA
+  cuda::DeviceTrainerOptions d;
+  d.model.quant = opt.train.quant;
+  const ProcessGroup& g = process_group();
+  d.comm = process_communicator();
+  d.shard_optimizer = opt.shard_optimizer && g.world > 1;
+  d.model.device = g.gpu;
+  d.model.max_tokens =
+      std::max(opt.train.batch / opt.train.grad_accum / g.world * opt.train.seq_len, eval_tokens);
+  d.model.recompute = opt.recompute;
+  return cuda::make_device_step_backend(d);
+#else
+  require_device(opt.device);
+  return nullptr;
+#endif
+}
+
 // One training run (a pretrain, or a level): resumable, logged, evaluated.
 TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const int32_t> tokens,
                          std::vector<TensorMask> masks, const PplData& val, const std::string& name,
@@ -152,26 +177,8 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   const auto t0 = Clock::now();
   const WeightQuantMode mode = opt.train.quant.weight_quant;
   const fs::path state_dir = opt.out_dir / state_name(name);
-  std::unique_ptr<train::StepBackend> backend;
-  if (opt.device == Device::Cuda) {
-#if TERNLAB_HAVE_CUDA
-    cuda::DeviceTrainerOptions d;
-    d.model.quant = opt.train.quant;
-    const int64_t val_tokens =
-        val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
-    const ProcessGroup& g = process_group();
-    d.comm = process_communicator();
-    d.shard_optimizer = opt.shard_optimizer && g.world > 1;
-    d.model.device = g.gpu;
-    d.model.max_tokens =
-        std::max(opt.train.batch / opt.train.grad_accum / g.world * opt.train.seq_len, val_tokens);
-    d.model.recompute = opt.recompute;
-    backend = cuda::make_device_step_backend(d);
-#else
-    require_device(opt.device);
-#endif
-  }
-  train::Trainer tr(m, opt.train, tokens, std::move(masks), std::move(backend));
+  const int64_t val_tokens = val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
+  train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, val_tokens));
   if (opt.resume && fs::exists(state_dir / "trainer_state.json")) {
     tr.load_state(state_dir);
     log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps,
@@ -254,6 +261,8 @@ void save_trained(const Model& m, const TrainRunOptions& opt, const fs::path& di
   }
 }
 
+}  // namespace
+
 // Masks of the current zeros of every linear (a level's pruning AND the earlier levels').
 std::vector<TensorMask> masks_of_zeros(const Model& m) {
   std::vector<TensorMask> out;
@@ -267,7 +276,7 @@ std::vector<TensorMask> masks_of_zeros(const Model& m) {
   return out;
 }
 
-}  // namespace
+namespace {}  // namespace
 
 // Scales captured before any pruning (rpt-spec §5.2 step 3): rpt-fixed takes mean|w| over the non-zero
 // latents (the deploy script), fixed the absmean over all entries. A checkpoint's own fixed scales (packed
@@ -288,6 +297,38 @@ void capture_fixed_scales(Model& m, WeightQuantMode mode) {
         mode == WeightQuantMode::RptFixed ? (nz ? sum / double(nz) : 0.0) : absmean_scale(w, v.numel);
     m.fixed_scale[v.name] = float(std::max(s, 1e-5));
   }
+}
+
+TrainRunRecord train_in_memory(Model& m, const TrainRunOptions& opt, std::span<const int32_t> tokens,
+                               std::vector<TensorMask> masks, const std::string& name) {
+  validate(opt.train);
+  TrainRunRecord rec;
+  rec.name = name;
+  const auto t0 = Clock::now();
+  train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, 0));
+  int64_t tokens_done = 0;
+  double run_seconds = 0;
+  Progress progress(name, uint64_t(opt.train.steps), "tok");
+  while (!tr.done()) {
+    train::StepLog s;
+    try {
+      s = tr.step();
+    } catch (const train::NonFiniteError& e) {
+      fail("{}: {} — stopped at step {}", name, e.what(), e.step);
+    }
+    rec.steps.push_back(s);
+    tokens_done += s.tokens;
+    run_seconds += s.seconds;
+    progress.update(uint64_t(s.step), uint64_t(tokens_done));
+  }
+  progress.finish();
+  tr.sync_model();
+  rec.seconds = seconds_since(t0);
+  rec.tokens_per_s = double(tokens_done) / std::max(run_seconds, 1e-9);
+  const size_t k = std::min<size_t>(50, rec.steps.size());
+  for (size_t i = rec.steps.size() - k; i < rec.steps.size(); ++i)
+    rec.final_loss += rec.steps[i].loss / double(k);
+  return rec;
 }
 
 PplResult evaluate_trained(const Model& model, WeightQuantMode mode, const PplData& data) {

@@ -78,8 +78,19 @@ struct FinetuneOptions {
 };
 TrainRunResult run_finetune(const FinetuneOptions& opt);
 
+// Keep-masks of the current zeros of every linear (a level's pruning and the earlier levels').
+std::vector<train::TensorMask> masks_of_zeros(const Model& m);
+// Zeros / weights over the ternary linears.
+double latent_sparsity(const Model& m);
+
 nlohmann::json to_json(const TrainRunResult& r);
 std::string to_markdown(const TrainRunResult& r);
+
+// One training run on a model in memory (a level of the study's fine-tunes): opt.train, opt.device,
+// opt.recompute and opt.shard_optimizer apply; nothing is written and nothing is evaluated. The model holds
+// the trained weights afterwards (brought back from the GPU). A NaN or inf loss is a tl::Error.
+TrainRunRecord train_in_memory(Model& m, const TrainRunOptions& opt, std::span<const int32_t> tokens,
+                               std::vector<train::TensorMask> masks, const std::string& name);
 
 // The perplexity of a model under a training quantizer mode: absmean / fixed run directly;
 // rpt-fixed runs on a snapped copy (the effective scales), exactly what training's forward computed.

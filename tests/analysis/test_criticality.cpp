@@ -212,6 +212,7 @@ TEST(Criticality, RunMatchesDirectComputation) {
   const CriticalityResult r = run_criticality(cpu, texts, opt);
   std::vector<double> D(size_t(L), 0.0), br(size_t(L), 0.0), D3(size_t(L), 0.0);
   std::vector<std::vector<double>> g0;  // ε = 1e-3: log-growth samples of layer 1
+  std::vector<double> first3, last3;    // ε = 1e-3: δ of the first and last block per sample
   for (size_t i = 0; i < texts.size(); ++i) {
     const int64_t T = int64_t(texts[i].size());
     const auto x = embed(cpu, texts[i]);
@@ -240,6 +241,8 @@ TEST(Criticality, RunMatchesDirectComputation) {
         if (eps == 1e-3) {
           for (int64_t l = 0; l < L; ++l) D3[size_t(l)] += d[size_t(l)] / 6;
           g0.push_back({std::log(d[1] / d[0])});
+          first3.push_back(d[0]);
+          last3.push_back(d[1]);
         }
       }
     }
@@ -255,6 +258,11 @@ TEST(Criticality, RunMatchesDirectComputation) {
   for (auto& v : g0) g.push_back(v[0]);
   EXPECT_NEAR(r.sweep[0].growth[1].median, percentile(g, 50), 1e-12);
   EXPECT_EQ(r.sweep[0].growth[1].n, 6);
+  ASSERT_EQ(r.sweep[0].delta_first.size(), 6u);  // text-major, seed-minor
+  for (size_t k = 0; k < 6; ++k) {
+    EXPECT_NEAR(r.sweep[0].delta_first[k], first3[k], 1e-12 * (1 + first3[k]));
+    EXPECT_NEAR(r.sweep[0].delta_last[k], last3[k], 1e-12 * (1 + last3[k]));
+  }
   EXPECT_LE(r.sweep[0].growth[1].ci_lo, r.sweep[0].growth[1].median);
   EXPECT_GE(r.sweep[0].growth[1].ci_hi, r.sweep[0].growth[1].median);
   // the study's view is the sweep's ε = 0.01 seed-0 run

@@ -114,6 +114,14 @@ TEST(Ppl, OracleAndStderrFormula) {
   EXPECT_NEAR(r.mean_nll, mean, 1e-12);
   EXPECT_NEAR(r.ppl, std::exp(mean), 1e-9);
   EXPECT_NEAR(r.ppl_stderr, std::exp(mean) * std::sqrt(var / double(expected.size() - 1)), 1e-9);
+  // Per window: the sum of its 3 targets' NLL, in window order (batch 1 and batch 2 alike).
+  ASSERT_EQ(r.window_nll.size(), 5u);
+  for (size_t w = 0; w < 5; ++w)
+    EXPECT_NEAR(r.window_nll[w], expected[3 * w] + expected[3 * w + 1] + expected[3 * w + 2], 1e-12);
+  expected.clear();
+  o.batch = 2;
+  const auto r2 = evaluate_ppl(windows, V, fn, o);
+  EXPECT_EQ(r2.window_nll, r.window_nll);
 }
 
 TEST(Ppl, RejectsTokensOutsideVocab) {

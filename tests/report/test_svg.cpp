@@ -107,3 +107,23 @@ TEST(Svg, RejectsBadValues) {
   o.log_y = false;
   EXPECT_THAT(error_of([&] { line_plot_svg({{"s", {1, 2}, {1, 2}}}, o); }), HasSubstr("non-finite"));
 }
+
+TEST(Svg, IntervalWhiskers) {
+  PlotOptions o;
+  Series s{"arm", {0, 10}, {5, 6}, {4, 5.5}, {7, 6.5}};
+  const std::string svg = line_plot_svg({s}, o);
+  EXPECT_EQ(count(svg, "class=\"interval\""), 2u);
+  // the axis widens to the interval ends: 7 is inside the y range
+  std::vector<std::string> yt = texts_of_class(svg, "ytick");
+  ASSERT_FALSE(yt.empty());
+  EXPECT_GE(std::stod(yt.back()), 7.0);
+  EXPECT_EQ(count(line_plot_svg(two_series(), o), "class=\"interval\""), 0u);
+  s.y_hi = {7};
+  EXPECT_THAT(error_of([&] { line_plot_svg({s}, o); }), HasSubstr("interval ends"));
+  s.y_hi = {7, 5.9};  // 6 is not inside [5.5, 5.9]
+  EXPECT_THAT(error_of([&] { line_plot_svg({s}, o); }), HasSubstr("does not contain"));
+  s.y_hi = {7, 6.5};
+  s.y_lo = {0, 5.5};
+  o.log_y = true;
+  EXPECT_THAT(error_of([&] { line_plot_svg({s}, o); }), HasSubstr("log axis"));
+}
