@@ -38,6 +38,11 @@ void run_study_cmd(StudyArgs& a, const std::string& command) {
   }
   require_device(o.device);
   const study::StudyOutcome r = study::run_study(o);
+  if (r.runs_left > 0) {
+    fmt::print("  {} runs done, {} reused, {} left ({:.1f} s); run the same command again to continue\n",
+               r.runs_done, r.runs_skipped, r.runs_left, r.seconds);
+    return;
+  }
   fmt::print("{:<24} {}\n", "claim", "verdict");
   for (const auto& v : r.results.at("verdicts"))
     fmt::print("{:<24} {}\n", v.at("id").get<std::string>(), v.at("verdict").get<std::string>());
@@ -73,6 +78,8 @@ const Registrar reg("study", 58, [](CLI::App& app) {
   cmd->add_option("--windows", a->opt.windows, "override: evaluation windows per corpus");
   cmd->add_option("--steps", a->opt.steps, "override: fine-tune steps per level (C2, C3)");
   cmd->add_option("--batch", a->opt.batch, "override: fine-tune batch (C2, C3)");
+  cmd->add_option("--max-runs", a->opt.max_runs,
+                  "stop after this many new runs (time-boxed work; rerun to continue; no report until done)");
   cmd->add_option("--bootstrap", a->opt.bootstrap, "resamples of every bootstrap")->capture_default_str();
   cmd->add_option("--min-effect", a->opt.min_effect, "δ of the verdict rule, nats per token")
       ->capture_default_str();

@@ -16,7 +16,7 @@ namespace {
 
 struct TrainArgs {
   TrainRunOptions opt;
-  std::string protocol = "seed", quant = "absmean", precision = "fp32", device = "cpu";
+  std::string protocol = "seed", quant = "absmean", precision = "fp32", device = "cpu", save_dtype = "f32";
   bool no_act_quant = false;
   int threads = 0;
   bool json = false;
@@ -75,6 +75,10 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
   cmd->add_flag("--recompute", o.recompute, "cuda: recompute activations in backward (less memory)");
   cmd->add_flag("--shard-optimizer", o.shard_optimizer,
                 "cuda, several GPUs (ternlab launch): each GPU keeps 1/N of the AdamW moments");
+  cmd->add_option("--save-dtype", a.save_dtype,
+                  "floats of the final checkpoint: f32 (the master weights) or bf16 (Microsoft's layout; the "
+                  "resumable state stays f32)")
+      ->capture_default_str();
   cmd->add_flag("--json", a.json, "print the report as JSON");
 }
 
@@ -82,6 +86,9 @@ void prepare(TrainArgs& a) {
   auto& t = a.opt.train;
   t.quant.weight_quant = train::parse_weight_quant(a.quant);
   t.quant.act_quant = !a.no_act_quant;
+  TL_CHECK(a.save_dtype == "f32" || a.save_dtype == "bf16", "--save-dtype must be f32 or bf16, found '{}'",
+           a.save_dtype);
+  a.opt.save_dtype = a.save_dtype == "bf16" ? DType::BF16 : DType::F32;
   TL_CHECK(a.precision == "fp32" || a.precision == "bf16", "--precision must be fp32 or bf16, found '{}'",
            a.precision);
   t.precision = a.precision == "bf16" ? ParamPrecision::Bf16 : ParamPrecision::Fp32;

@@ -89,14 +89,14 @@ const char* kRule =
     "data "
     "order). δ is the smallest effect of interest. A claim **holds** when its effect lies on the claimed "
     "side "
-    "(the interval excludes zero) and it beats its control (treatment − control also lies on the claimed "
-    "side). "
-    "It is **confounded** when the effect is there but the control gives as much: treatment − control lies "
+    "(the interval excludes zero) and is at least δ, and it beats its control (treatment − control also lies "
     "on "
-    "the other side, or within ±δ, or includes zero while the control alone lies on the claimed side. It "
-    "**does "
-    "not hold** when the effect lies on the other side, or its whole interval lies within ±δ. Otherwise it "
-    "is "
+    "the claimed side and is at least δ). It is **confounded** when the effect is there but the control "
+    "gives as "
+    "much: treatment − control lies on the other side, or within ±δ, or is smaller than δ, or includes zero "
+    "while the control alone lies on the claimed side. It **does not hold** when the effect lies on the "
+    "other "
+    "side, or its whole interval lies within ±δ, or it is real but smaller than δ. Otherwise it is "
     "**inconclusive**, and the report says about how many windows would decide it (the interval shrinking as "
     "1/√windows). Equivalence claims (a deployed file is the model it came from) hold when the difference "
     "lies "
@@ -114,7 +114,7 @@ Doc build(const json& r, const json& meta) {
                   cfg.at("seeds").get<int>(), meta.value("command", std::string("ternlab study"))));
   const json& b = cfg.at("budget");
   std::vector<std::vector<std::string>> setup = {{"", ""}};
-  setup.push_back({"model sha256 (all files)", cfg.at("model_sha256").get<std::string>()});
+  setup.push_back({"model sha256 (config.json and weights)", cfg.at("model_sha256").get<std::string>()});
   setup.push_back({"tokenizer sha256", cfg.at("tokenizer_sha256").get<std::string>()});
   setup.push_back({"fine-tuning corpus", cfg.at("train_corpus").get<std::string>()});
   for (const auto& s : r.at("sets"))
@@ -244,14 +244,15 @@ Doc build(const json& r, const json& meta) {
       for (const std::string arm : {"deploy", "control"}) {
         const json& a = c.at("arms").at(arm);
         doc.h(3, arm == "deploy" ? "Deploy recipe" : "Control: the same recipe at 0%");
-        std::vector<std::vector<std::string>> t = {{"level", "before (training view)", "before (study view)",
-                                                    "after (training view)", "after (study view)",
-                                                    "final loss"}};
+        std::vector<std::vector<std::string>> t = {{"level", "latent zeros", "before (training view)",
+                                                    "before (study view)", "after (training view)",
+                                                    "after (study view)", "final loss"}};
         for (size_t i = 0; i < a.at("levels").size(); ++i) {
           const json& l = a.at("levels")[i];
           const std::string level = arm == "control" ? fmt::format("0% (as {:g}%)", d(c.at("levels")[i]))
                                                      : fmt::format("{:g}%", d(l.at("target")));
-          t.push_back({level, ppl_text(l.at("before").at("training")), ppl_text(l.at("before").at("study")),
+          t.push_back({level, mean_text(l.at("latent_sparsity"), true),
+                       ppl_text(l.at("before").at("training")), ppl_text(l.at("before").at("study")),
                        ppl_text(l.at("after").at("training")), ppl_text(l.at("after").at("study")),
                        mean_text(l.at("final_loss"))});
         }
@@ -314,6 +315,25 @@ Doc build(const json& r, const json& meta) {
              ftle});
       }
       doc.table(t);
+      {
+        std::string f;
+        for (const auto& [name, m] : c.at("models").items())
+          for (const auto& x : m.at("ftle"))
+            f += fmt::format("{}{} {:+.3f} (ε = {:g})", f.empty() ? "" : ", ", name, d(x.at("median")),
+                             d(x.at("eps_rel")));
+        if (!f.empty())
+          doc.p(
+              "The finite-time estimate renormalises the perturbation at every layer and averages its log "
+              "growth: " +
+              f +
+              " per layer. A positive value means a small relative perturbation grows through the blocks; "
+              "the "
+              "study's λ is the endpoint ratio of the first and last block's δ divided by L − 1 and does not "
+              "see "
+              "the growth between the injection and block 0. The verdict is on the study's own criterion "
+              "(|λ| < 0.05) and whether it tells the trained model from the null models, not on whether the "
+              "network is at a dynamical critical point.");
+      }
       doc.plot("c4_delta.svg");
     } else if (id == "c5") {
       doc.p(
@@ -335,10 +355,16 @@ Doc build(const json& r, const json& meta) {
 
   if (meta.contains("timings")) {
     doc.h(2, "Time per claim");
-    std::map<std::string, double> by;
-    for (const auto& [k, v] : meta.at("timings").items()) by[k.substr(0, k.find('/'))] += v.get<double>();
-    std::vector<std::vector<std::string>> t = {{"runs", "seconds"}};
-    for (const auto& [k, v] : by) t.push_back({k, fmt::format("{:.1f}", v)});
+    std::map<std::string, std::pair<double, double>> by;  // seconds, peak resident memory
+    for (const auto& [k, v] : meta.at("timings").items()) {
+      auto& [sec, rss] = by[k.substr(0, k.find('/'))];
+      sec += v.at("seconds").get<double>();
+      rss = std::max(rss, v.at("max_rss_gib").get<double>());
+    }
+    std::vector<std::vector<std::string>> t = {
+        {"runs", "seconds", "peak resident memory (GiB, the process so far)"}};
+    for (const auto& [k, v] : by)
+      t.push_back({k, fmt::format("{:.1f}", v.first), fmt::format("{:.2f}", v.second)});
     doc.table(t);
   }
   return doc;

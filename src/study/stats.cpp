@@ -209,6 +209,12 @@ VerdictResult decide(const VerdictInput& in) {
     }
     return r;
   }
+  if (std::fabs(in.effect.delta) < d) {  // real, but smaller than the smallest effect of interest
+    r.verdict = Verdict::DoesNotHold;
+    r.reason = fmt::format("a negligible effect: {} excludes zero, but |Δ| is below {} nats",
+                           fmt_effect(in.effect), d);
+    return r;
+  }
   if (!in.vs_control) {
     r.verdict = Verdict::Holds;
     r.reason = fmt::format("{} {} NLL, the interval excludes zero (no control applies)",
@@ -217,6 +223,14 @@ VerdictResult decide(const VerdictInput& in) {
   }
   const Effect& c = *in.vs_control;
   const int sc = side(c.ci, in.direction);
+  if (sc > 0 && std::fabs(c.delta) < d) {
+    r.verdict = Verdict::Confounded;
+    r.reason = fmt::format(
+        "{} against the baseline; against the control {}, which excludes zero but is below {} "
+        "nats: the control gives almost as much",
+        fmt_effect(in.effect), fmt_effect(c), d);
+    return r;
+  }
   if (sc > 0) {
     r.verdict = Verdict::Holds;
     r.reason = fmt::format("{} against the baseline and {} against the control", fmt_effect(in.effect),

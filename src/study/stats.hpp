@@ -62,13 +62,14 @@ Effect paired_bootstrap(const ArmScores& treatment, const ArmScores& reference, 
                         bool pair_seeds = true);
 
 // The verdict of one claim (docs/study.md "The verdict rule"):
-//   holds         the effect lies on the claimed side (its interval excludes zero) and it beats its control
-//                 (treatment - control also lies on the claimed side); a claim without a control needs only
-//                 the first
+//   holds         the effect lies on the claimed side (its interval excludes zero, |Δ| >= δ) and it beats its
+//                 control (treatment - control also lies on the claimed side, |Δ| >= δ); a claim without a
+//                 control needs only the first
 //   confounded    the effect lies on the claimed side, but the control gives as much: treatment - control
-//                 lies on the other side, or within ±δ, or includes zero while control - baseline lies on
-//                 the claimed side
-//   does not hold the effect lies on the opposite side, or its whole interval lies within ±δ (no effect)
+//                 lies on the other side, or within ±δ, or is smaller than δ, or includes zero while
+//                 control - baseline lies on the claimed side
+//   does not hold the effect lies on the opposite side, or its whole interval lies within ±δ (no effect), or
+//                 it excludes zero but |Δ| < δ (a negligible effect)
 //   inconclusive  anything else: the interval is too wide; `windows_needed` says about how many windows
 //                 would make it decisive (the half-width shrinking as 1/√windows)
 // δ (min_effect) is the smallest effect of interest in nats per token.

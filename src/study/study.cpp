@@ -7,6 +7,8 @@
 #include <cmath>
 #include <fstream>
 
+#include <sys/resource.h>
+
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
@@ -118,7 +120,8 @@ void validate(const StudyOptions& o) {
   TL_CHECK(o.bootstrap >= 100, "--bootstrap must be at least 100, found {}", o.bootstrap);
   TL_CHECK(std::isfinite(o.min_effect) && o.min_effect > 0, "--min-effect must be > 0, found {}",
            o.min_effect);
-  TL_CHECK(o.windows >= 0 && o.steps >= 0 && o.batch >= 0, "--windows, --steps and --batch must be >= 0");
+  TL_CHECK(o.windows >= 0 && o.steps >= 0 && o.batch >= 0 && o.max_runs >= 0,
+           "--windows, --steps, --batch and --max-runs must be >= 0");
   std::error_code ec;
   TL_CHECK(fs::weakly_canonical(o.out_dir, ec) != fs::weakly_canonical(o.model, ec),
            "study: the work folder must differ from the model directory");
@@ -363,11 +366,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// SHA-256 of every regular file of a directory (name and content, in name order), as one hex digest.
-std::string directory_sha256(const fs::path& dir) {
+// SHA-256 of a checkpoint: the name and SHA-256 of config.json and of every weights file (*.safetensors and
+// the shard index), in name order, hashed again. Notes, logs and reports beside them do not count; the
+// tokenizer has its own digest.
+std::string checkpoint_sha256(const fs::path& dir) {
   std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().filename().string()[0] != '.') files.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const bool weights =
+        name.size() > 12 && (name.ends_with(".safetensors") || name == "model.safetensors.index.json");
+    if (e.is_regular_file() && (name == "config.json" || weights)) files.push_back(e.path());
+  }
   std::sort(files.begin(), files.end());
   std::string all;
   for (const auto& f : files) {
@@ -460,7 +469,7 @@ StudyOutcome run_study(const StudyOptions& opt) {
   ctx.budget = plan.budget;
   ctx.dir = opt.out_dir;
   const fs::path tok_path = opt.tokenizer.empty() ? opt.model / "tokenizer.json" : opt.tokenizer;
-  const std::string model_sha = directory_sha256(opt.model);
+  const std::string model_sha = checkpoint_sha256(opt.model);
   const std::string tok_sha = sha256_hex(read_file(tok_path));
   const json config = study_config(opt, plan.budget, model_sha, tok_sha);
 
@@ -518,6 +527,10 @@ StudyOutcome run_study(const StudyOptions& opt) {
       ++out.runs_skipped;
       continue;
     }
+    if (opt.max_runs > 0 && out.runs_done >= opt.max_runs) {
+      ++out.runs_left;
+      continue;
+    }
     // ETA: the remaining estimate scaled by how this session's runs compared with their estimates.
     const double scale = est_done > 0 ? actual_done / est_done : 1.0;
     log_info("study: [{}/{}] {} — {} (elapsed {:.0f} s, ETA {:.0f} s)", index, total, r.id, r.what,
@@ -528,7 +541,9 @@ StudyOutcome run_study(const StudyOptions& opt) {
     write_file_atomic(ctx.dir / "runs" / (run_file_stem(r.id) + ".json"), rec.dump() + "\n");
     const double sec = seconds_since(r0);
     done[r.id] = std::move(rec);
-    timings[r.id] = sec;
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    timings[r.id] = {{"seconds", sec}, {"max_rss_gib", double(ru.ru_maxrss) / double(1 << 20)}};
     write_file_atomic(timings_path, timings.dump(2) + "\n");
     est_done += r.est_seconds;
     actual_done += sec;
@@ -537,6 +552,12 @@ StudyOutcome run_study(const StudyOptions& opt) {
     prune_states(ctx, plan, done);
   }
   prune_states(ctx, plan, done);
+  if (out.runs_left > 0) {
+    log_info("study: {} of {} runs recorded, {} left: run the same command again to continue", done.size(),
+             plan.runs.size(), out.runs_left);
+    out.seconds = seconds_since(t0);
+    return out;
+  }
 
   json agg_config = config;
   json claims = json::array();
@@ -546,8 +567,8 @@ StudyOutcome run_study(const StudyOptions& opt) {
   write_file_atomic(ctx.dir / "results.json", out.results.dump(2) + "\n");
   out.seconds = seconds_since(t0);
   double total_seconds = 0;
-  for (const auto& [id, s] : timings.items())
-    if (done.count(id)) total_seconds += s.get<double>();
+  for (const auto& [id, t] : timings.items())
+    if (done.count(id)) total_seconds += t.at("seconds").get<double>();
   json meta = {{"command", opt.command},
                {"threads", num_threads()},
                {"device", describe_device(opt.device)},

@@ -77,6 +77,7 @@ struct StudyOptions {
   std::vector<ClaimId> only;  // empty: every claim
   // Overrides of the scale's budget (0: the scale's).
   int64_t windows = 0, steps = 0, batch = 0;
+  int64_t max_runs = 0;      // > 0: stop after this many new runs (the folder resumes; no report until done)
   int bootstrap = 2000;      // resamples of every bootstrap
   double min_effect = 0.01;  // δ of the verdict rule, nats per token
   ParamPrecision precision = ParamPrecision::Fp32;
@@ -106,11 +107,13 @@ Plan make_plan(const StudyOptions& opt, const BitNetConfig& cfg);
 std::string plan_table(const Plan& plan);
 
 struct StudyOutcome {
-  nlohmann::json results;  // what results.json holds
-  int64_t runs_done = 0, runs_skipped = 0;
+  nlohmann::json results;  // what results.json holds (null while runs are left)
+  int64_t runs_done = 0, runs_skipped = 0, runs_left = 0;
   double seconds = 0;
 };
-// Runs (or resumes) the study and writes results.json, report.md, report.html, the plots and timings.json.
+// Runs (or resumes) the study and writes results.json, report.md, report.html, the plots and timings.json
+// (seconds and the process's peak resident memory after each run). With max_runs, stops early and writes
+// only the records and timings.
 StudyOutcome run_study(const StudyOptions& opt);
 
 // ---------------------------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ void save_trained(const Model& m, const TrainRunOptions& opt, const fs::path& di
                   const std::vector<TensorMask>& masks) {
   fs::create_directories(dir);
   // The master layout cannot hold fixed scales: they go to ternlab_train.json below.
-  save_checkpoint(m, dir, SaveOptions{CheckpointLayout::Master, DType::F32, 0, true});
+  save_checkpoint(m, dir, SaveOptions{CheckpointLayout::Master, opt.save_dtype, 0, true});
   copy_tokenizer(opt, dir);
   nlohmann::json j = {
       {"format", "ternlab-train"},

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/dtype.hpp"
 #include "eval/ppl.hpp"
 #include "prune/prune.hpp"
 #include "train/trainer.hpp"
@@ -34,13 +35,14 @@ struct TrainRunOptions {
   std::string val_split = "validation";
   PplOptions ppl;
   train::TrainConfig train;
-  int64_t eval_every = 0;        // validation PPL every N steps (0: only at the ends of a run)
-  int64_t log_every = 10;        // a log line every N steps
-  int64_t save_every = 0;        // a resumable state every N steps (0: only at the end)
-  bool resume = false;           // continue from OUT_DIR/state
-  Device device = Device::Cpu;   // cuda: steps and validation on the GPU (cuda/device_trainer.hpp)
-  bool recompute = false;        // cuda: activation recomputation (less memory, one more forward)
-  bool shard_optimizer = false;  // cuda, several GPUs: each rank keeps 1/world of the AdamW moments
+  int64_t eval_every = 0;         // validation PPL every N steps (0: only at the ends of a run)
+  int64_t log_every = 10;         // a log line every N steps
+  int64_t save_every = 0;         // a resumable state every N steps (0: only at the end)
+  bool resume = false;            // continue from OUT_DIR/state
+  Device device = Device::Cpu;    // cuda: steps and validation on the GPU (cuda/device_trainer.hpp)
+  bool recompute = false;         // cuda: activation recomputation (less memory, one more forward)
+  bool shard_optimizer = false;   // cuda, several GPUs: each rank keeps 1/world of the AdamW moments
+  DType save_dtype = DType::F32;  // the final checkpoints' floats: F32 (the master weights) or BF16
 };
 
 // One training run's record.

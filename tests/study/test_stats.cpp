@@ -142,6 +142,11 @@ TEST(StudyVerdict, Confounded) {
   // the control gives more
   in.vs_control = effect_with(0.05, 0.03, 0.07);
   EXPECT_EQ(decide(in).verdict, Verdict::Confounded);
+  // the treatment beats the control, but by less than δ
+  in.vs_control = effect_with(-0.008, -0.015, -0.001);
+  const VerdictResult small = decide(in);
+  EXPECT_EQ(small.verdict, Verdict::Confounded);
+  EXPECT_THAT(small.reason, HasSubstr("almost as much"));
   // the difference is unclear but the control alone reproduces the effect
   in.vs_control = effect_with(-0.02, -0.06, 0.02);
   const VerdictResult v = decide(in);
@@ -161,6 +166,11 @@ TEST(StudyVerdict, DoesNotHold) {
   EXPECT_THAT(v.reason, HasSubstr("no effect"));
   in.effect = effect_with(0.0, 0.0, 0.0);  // exactly nothing (a snap that changes no weight's effect)
   EXPECT_EQ(decide(in).verdict, Verdict::DoesNotHold);
+  in.effect = effect_with(-0.004, -0.007, -0.002);  // real but below δ, even with a control beaten
+  in.vs_control = effect_with(-0.5, -0.6, -0.4);
+  v = decide(in);
+  EXPECT_EQ(v.verdict, Verdict::DoesNotHold);
+  EXPECT_THAT(v.reason, HasSubstr("negligible"));
 }
 
 TEST(StudyVerdict, Inconclusive) {

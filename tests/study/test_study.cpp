@@ -232,6 +232,24 @@ TEST_F(Study, PlanListsRunsAndRunsNothing) {
   EXPECT_THAT(r.out, HasSubstr("min"));
 }
 
+TEST_F(Study, MaxRunsStopsEarlyAndTheFolderResumes) {
+  const fs::path out = dir_ / "boxed";
+  const std::string args =
+      "-q study " + (dir_ / "model").string() + " -o " + out.string() + " " + kTiny + " --only c1";
+  const auto r = run(args + " --max-runs 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("left"));
+  EXPECT_FALSE(fs::exists(out / "results.json"));
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(out / "runs")) ++n;
+  EXPECT_EQ(n, 3u);
+  const json t = read_json(out / "timings.json");
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_GT(t["base"]["max_rss_gib"].get<double>(), 0.0);
+  ASSERT_EQ(run(args).code, 0);
+  EXPECT_TRUE(fs::exists(out / "results.json"));
+}
+
 TEST_F(Study, BadInputIsAClearError) {
   const std::string m = (dir_ / "model").string(), o = " -o " + (dir_ / "bad").string();
   auto err = [&](const std::string& args, const std::string& msg) {
@@ -246,6 +264,7 @@ TEST_F(Study, BadInputIsAClearError) {
   err("--bootstrap 5", "--bootstrap");
   err("--min-effect -1", "--min-effect");
   err("--device tpu", "tpu");
+  err("--max-runs -1", "--max-runs");
   // a work folder of another study is refused, naming what differs
   const fs::path other = dir_ / "other";
   ASSERT_EQ(run("-q study " + m + " -o " + other.string() + " " + kTiny + " --only c1").code, 0);
