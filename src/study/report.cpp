@@ -335,6 +335,7 @@ Doc build(const json& r, const json& meta) {
               "network is at a dynamical critical point.");
       }
       doc.plot("c4_delta.svg");
+      doc.plot("c4_lambda.svg");
     } else if (id == "c5") {
       doc.p(
           "The study's rule: per layer and sequence, the block's correction r = x_out − x_in below the P-th "
@@ -555,6 +556,26 @@ std::vector<std::pair<std::string, std::string>> report_plots(const json& r) {
           x.y.push_back(v);
         }
         if (!x.x.empty()) s.push_back(std::move(x));
+      }
+      std::vector<Series> lam;
+      for (const auto& [name, m] : c.at("models").items()) {
+        Series x;
+        x.name = name;
+        for (const auto& e : m.at("per_eps"))
+          if (!e.at("lambda").is_null()) {
+            x.x.push_back(std::log10(d(e.at("eps"))));
+            x.y.push_back(d(e.at("lambda")));
+          }
+        if (!x.x.empty()) lam.push_back(std::move(x));
+      }
+      if (!lam.empty()) {
+        PlotOptions o;
+        o.title = "λ (the study's formula on the mean profile) against the noise size";
+        o.x_label = "log10 ε (absolute σ of the embedding noise)";
+        o.y_label = "λ per layer";
+        o.hline = 0.05;
+        o.hline_label = "|λ| = 0.05 (the study's band)";
+        out.emplace_back("c4_lambda.svg", line_plot_svg(lam, o));
       }
       if (!s.empty()) {
         PlotOptions o;

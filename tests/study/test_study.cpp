@@ -108,7 +108,7 @@ TEST_F(Study, TinyStudyWritesAReportWhoseNumbersAreTheRuns) {
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* f :
        {"results.json", "report.md", "report.html", "study.json", "timings.json", "c1_pruning.svg",
-        "c1_protocol_a.svg", "c2_finetune.svg", "c4_delta.svg", "c5_actprune.svg"})
+        "c1_protocol_a.svg", "c2_finetune.svg", "c4_delta.svg", "c4_lambda.svg", "c5_actprune.svg"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   const json res = read_json(out / "results.json");
   EXPECT_EQ(res["schema"], "ternlab-study/1");
@@ -172,7 +172,7 @@ TEST_F(Study, TinyStudyWritesAReportWhoseNumbersAreTheRuns) {
   const std::string html = tl::read_file(out / "report.html");
   size_t svgs = 0;
   for (size_t i = html.find("<svg"); i != std::string::npos; i = html.find("<svg", i + 1)) ++svgs;
-  EXPECT_EQ(svgs, 5u);
+  EXPECT_EQ(svgs, 6u);
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("src=\"http"), std::string::npos);
   EXPECT_EQ(html.find("href=\"http"), std::string::npos);
