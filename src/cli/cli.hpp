@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "text/corpus.hpp"
+
 namespace tl::cli {
 
 struct Command {
@@ -29,5 +31,12 @@ bool stdout_is_tty();
 // The command line as typed (arguments joined by spaces, those with spaces or quotes single-quoted), for
 // reports that record how they were made.
 std::string& command_line();
+
+// --corpus as a comma-separated list of specs KIND[:SPLIT][=PATH] (it holds ':', ',' or '=') rather than one kind.
+bool is_corpus_spec_list(const std::string& corpus);
+// The specs of such a --corpus; refuses --split / --input beside it, and --field / --per-line when no corpus of
+// the list takes them.
+std::vector<CorpusSpec> corpus_spec_list(const std::string& corpus, bool split_given, bool input_given,
+                                         bool field_given, bool per_line);
 
 }  // namespace tl::cli

@@ -39,26 +39,12 @@ struct PrepareArgs {
   bool bos = false, per_line = false, json = false;
 };
 
-// --corpus holds a list of specs KIND[:SPLIT][=PATH] rather than one kind.
-bool is_spec_list(const std::string& corpus) {
-  return corpus.find_first_of(":,=") != std::string::npos;
-}
-
 void run_prepare(const PrepareArgs& a, bool split_given) {
   PrepareOptions opt;
-  const bool list = is_spec_list(a.corpus);
+  const bool list = is_corpus_spec_list(a.corpus);
   std::vector<CorpusSpec> specs;
   if (list) {
-    TL_CHECK(!split_given && a.input.empty(),
-             "--corpus {} is a list of corpus specs KIND[:SPLIT][=PATH]; name each split and path in it, "
-             "not with --split / --input",
-             a.corpus);
-    specs = parse_corpus_specs(a.corpus);
-    const auto has = [&](CorpusKind k) {
-      return std::any_of(specs.begin(), specs.end(), [k](const CorpusSpec& s) { return s.kind == k; });
-    };
-    TL_CHECK(a.field == "text" || has(CorpusKind::Jsonl), "--field applies to jsonl corpora only");
-    TL_CHECK(!a.per_line || has(CorpusKind::Text), "--per-line applies to text corpora only");
+    specs = corpus_spec_list(a.corpus, split_given, !a.input.empty(), a.field != "text", a.per_line);
   } else {
     try {
       opt.corpus = parse_corpus_kind(a.corpus);

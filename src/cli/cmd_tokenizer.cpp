@@ -46,17 +46,8 @@ nlohmann::json compression_json(const Compression& c) {
 std::vector<CorpusSpec> train_specs(const TrainArgs& a, bool split_given, bool field_given,
                                     std::optional<Split>* split_applied) {
   std::vector<CorpusSpec> specs;
-  if (a.corpus.find_first_of(":,=") != std::string::npos) {
-    TL_CHECK(!split_given && a.input.empty(),
-             "--corpus {} is a list of corpus specs KIND[:SPLIT][=PATH]; name each split and path in it, "
-             "not with --split / --input",
-             a.corpus);
-    specs = parse_corpus_specs(a.corpus);
-    const auto has = [&](CorpusKind k) {
-      return std::any_of(specs.begin(), specs.end(), [k](const CorpusSpec& s) { return s.kind == k; });
-    };
-    TL_CHECK(has(CorpusKind::Jsonl) || !field_given, "--field applies to jsonl corpora only");
-    TL_CHECK(has(CorpusKind::Text) || !a.per_line, "--per-line applies to text corpora only");
+  if (is_corpus_spec_list(a.corpus)) {
+    specs = corpus_spec_list(a.corpus, split_given, !a.input.empty(), field_given, a.per_line);
   } else {
     CorpusSpec spec;
     try {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "core/error.hpp"
@@ -484,21 +485,40 @@ std::string report_html(const json& r, const json& meta) {
   return o;
 }
 
+namespace {
+
+// A point of a PPL series with its window interval as the whisker (a percentile interval of few windows may
+// miss the point estimate by a hair: the whisker still holds it).
+void add_point(Series& s, double x, const json& summary) {
+  s.x.push_back(x);
+  s.y.push_back(d(summary.at("ppl")));
+  s.y_lo.push_back(std::min(s.y.back(), d(summary.at("ppl_ci95_windows")[0])));
+  s.y_hi.push_back(std::max(s.y.back(), d(summary.at("ppl_ci95_windows")[1])));
+}
+
+// One series per value of row[key] (a method, a mode), in order of appearance, each starting at x = 0 with
+// the baseline; x = row["level"], y = the summary that summary_of picks from the row.
+std::vector<Series> series_by(const json& rows, const std::string& key, const json& baseline,
+                              const std::function<const json&(const json&)>& summary_of) {
+  std::vector<Series> out;
+  std::map<std::string, size_t> index;
+  for (const auto& row : rows) {
+    const std::string name = row.at(key);
+    if (!index.count(name)) {
+      index[name] = out.size();
+      out.push_back(Series{name, {}, {}, {}, {}});
+      add_point(out.back(), 0, baseline);
+    }
+    add_point(out[index[name]], d(row.at("level")), summary_of(row));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> report_plots(const json& r) {
   std::vector<std::pair<std::string, std::string>> out;
   const std::string primary = r.at("sets")[1].at("name");
-  auto interval_series = [](std::string name) {
-    Series s;
-    s.name = std::move(name);
-    return s;
-  };
-  auto add_point = [](Series& s, double x, const json& summary) {
-    s.x.push_back(x);
-    s.y.push_back(d(summary.at("ppl")));
-    // a percentile interval of few windows may miss the point estimate by a hair: the whisker still holds it
-    s.y_lo.push_back(std::min(s.y.back(), d(summary.at("ppl_ci95_windows")[0])));
-    s.y_hi.push_back(std::max(s.y.back(), d(summary.at("ppl_ci95_windows")[1])));
-  };
   for (const auto& c : r.at("claims")) {
     const std::string id = c.at("id");
     if (id == "c1") {
@@ -506,19 +526,10 @@ std::vector<std::pair<std::string, std::string>> report_plots(const json& r) {
            {std::tuple{primary, "c1_pruning.svg", "Raw pruning: PPL on " + primary},
             std::tuple{std::string(kProtocolA), "c1_protocol_a.svg",
                        std::string("Raw pruning: PPL under Protocol A")}}) {
-        std::map<std::string, Series> by;
-        std::vector<std::string> order;
-        for (const auto& row : c.at("rows")) {
-          const std::string m = row.at("method");
-          if (!by.count(m)) {
-            by[m] = interval_series(m);
-            order.push_back(m);
-            add_point(by[m], 0, r.at("baseline").at(set));
-          }
-          add_point(by[m], d(row.at("level")), row.at("sets").at(set));
-        }
-        std::vector<Series> s;
-        for (const auto& m : order) s.push_back(by[m]);
+        const std::string name = set;  // a structured binding cannot be captured (C++20 before clang 16)
+        const std::vector<Series> s =
+            series_by(c.at("rows"), "method", r.at("baseline").at(name),
+                      [&name](const json& row) -> const json& { return row.at("sets").at(name); });
         PlotOptions o;
         o.title = title;
         o.x_label = "target sparsity (% of the non-zero latent weights)";
@@ -529,8 +540,9 @@ std::vector<std::pair<std::string, std::string>> report_plots(const json& r) {
         out.emplace_back(file, line_plot_svg(s, o));
       }
     } else if (id == "c2") {
-      std::vector<Series> s = {interval_series("pruned + FT"), interval_series("random pruned + FT"),
-                               interval_series("0% + FT (control)")};
+      std::vector<Series> s = {Series{"pruned + FT", {}, {}, {}, {}},
+                               Series{"random pruned + FT", {}, {}, {}, {}},
+                               Series{"0% + FT (control)", {}, {}, {}, {}}};
       const char* arms[] = {"prune", "random", "control"};
       for (const auto& row : c.at("rows"))
         for (int a = 0; a < 3; ++a)
@@ -586,19 +598,8 @@ std::vector<std::pair<std::string, std::string>> report_plots(const json& r) {
         out.emplace_back("c4_delta.svg", line_plot_svg(s, o));
       }
     } else if (id == "c5") {
-      std::map<std::string, Series> by;
-      std::vector<std::string> order;
-      for (const auto& row : c.at("rows")) {
-        const std::string m = row.at("mode");
-        if (!by.count(m)) {
-          by[m] = interval_series(m);
-          order.push_back(m);
-          add_point(by[m], 0, c.at("baseline"));
-        }
-        add_point(by[m], d(row.at("level")), row);
-      }
-      std::vector<Series> s;
-      for (const auto& m : order) s.push_back(by[m]);
+      const std::vector<Series> s = series_by(c.at("rows"), "mode", c.at("baseline"),
+                                              [](const json& row) -> const json& { return row; });
       PlotOptions o;
       o.title = "Activation pruning: PPL on " + primary;
       o.x_label = "percentile P of the block corrections zeroed";

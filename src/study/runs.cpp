@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <optional>
 
 #include "analysis/actprune.hpp"
 #include "core/error.hpp"
@@ -132,42 +134,6 @@ json run_c1(Context& ctx, const std::vector<std::string>& p) {
           {"scores", score(ctx, m, {kSetA, kSetPrimary})}};
 }
 
-// c2/<arm>/s<k>/L<i>: one level of a progressive chain. prune: the study's sampled threshold on the
-// current weights; random: as many weights per tensor, chosen at random; control: no pruning. Then the
-// fine-tune (rpt-spec §4.2: fresh AdamW and cosine per level, clipping 1.0), masks kept.
-json run_c2(Context& ctx, const std::vector<std::string>& p) {
-  const std::string& arm = p[1];
-  const int64_t k = index_after(p[2], 's'), i = index_after(p[3], 'L');
-  const std::string chain = fmt::format("c2-{}-s{}", arm, k);
-  Model m = i == 0 ? ctx.base : load_state(state_dir(ctx, chain, size_t(i - 1)));
-  const double level = ctx.budget.c2_levels.at(size_t(i));
-  json rec = {
-      {"arm", arm}, {"level_index", i}, {"target", arm == "control" ? 0.0 : level}, {"seed_index", k}};
-  std::vector<train::TensorMask> masks;
-  if (arm != "control") {
-    PruneOptions po;
-    po.method = arm == "prune" ? PruneMethod::Seed : PruneMethod::Random;
-    po.sparsity = level;
-    po.seed = derived_seed(ctx, fmt::format("c2/prune/s{}/L{}", k, i));
-    if (po.method == PruneMethod::Random) po.match = PruneMethod::Seed;
-    rec["prune"] = prune_summary(prune_model(m, po).report);
-    masks = masks_of_zeros(m);  // this level's zeros and the earlier levels' stay zero
-  }
-  rec["before"] = score(ctx, m, {kSetPrimary});
-  const TrainRunOptions t =
-      train_options(ctx, ctx.budget.c2_steps, ctx.budget.c2_batch, WeightQuantMode::Absmean,
-                    derived_seed(ctx, fmt::format("c2/data/s{}/L{}", k, i)));
-  const TrainRunRecord tr =
-      train_in_memory(m, t, ctx.train_tokens, std::move(masks), fmt::format("{} L{}", chain, i));
-  rec["losses"] = losses_json(tr);
-  rec["final_loss"] = tr.final_loss;
-  rec["latent_sparsity"] = latent_sparsity(m);
-  rec["code_zero"] = code_zero_fraction(m);
-  rec["after"] = score(ctx, m, all_sets(ctx));
-  save_state(m, state_dir(ctx, chain, size_t(i)));
-  return rec;
-}
-
 // The trained model as training's forward saw it (rpt-fixed: code · s · (1 - z)), and as the study evaluated
 // it after each level: transformers' online quantizer on the continuous latents (absmean over all entries).
 Model training_view(const Model& m) {
@@ -181,41 +147,92 @@ Model study_view(const Model& m) {
   return s;
 }
 
-// c3/<arm>/s<k>/L<i>: a level of the deploy recipe (rpt-spec §5.2-§5.3): s_orig captured before any pruning,
-// the study's sampled threshold on the current weights, the rpt-fixed STE fine-tune with masks (deploy) or
-// the same at 0% (control).
-json run_c3_level(Context& ctx, const std::vector<std::string>& p) {
-  const std::string& arm = p[1];
-  const int64_t k = index_after(p[2], 's'), i = index_after(p[3], 'L');
-  const std::string chain = fmt::format("c3-{}-s{}", arm, k);
-  Model m = i == 0 ? ctx.base : load_state(state_dir(ctx, chain, size_t(i - 1)));
-  if (i == 0) capture_fixed_scales(m, WeightQuantMode::RptFixed);
-  const double level = ctx.budget.c3_levels.at(size_t(i));
-  json rec = {
-      {"arm", arm}, {"level_index", i}, {"target", arm == "control" ? 0.0 : level}, {"seed_index", k}};
+// One level of a progressive chain (C2, C3): the chain's last state (the model at level 0), its pruning of
+// the current weights (none for a control) with masks that keep every zero at zero, a fine-tune (rpt-spec
+// §4.2: fresh AdamW and cosine per level, clipping 1.0), the state saved for the next level. `scores` records
+// the model before (after = false) and after the fine-tune.
+struct Level {
+  std::string claim, arm;  // "c2" / "c3"; the arm
+  int64_t seed_index = 0, index = 0;
+  double target = 0;                  // percent of the current non-zero latents
+  std::optional<PruneMethod> method;  // none: the 0% control
+  WeightQuantMode mode = WeightQuantMode::Absmean;
+  int64_t steps = 0, batch = 0;
+  std::function<json(const Model&, bool after)> scores;
+};
+
+json run_level(Context& ctx, const Level& l) {
+  const std::string chain = fmt::format("{}-{}-s{}", l.claim, l.arm, l.seed_index);
+  Model m = l.index == 0 ? ctx.base : load_state(state_dir(ctx, chain, size_t(l.index - 1)));
+  if (l.index == 0) capture_fixed_scales(m, l.mode);  // rpt-fixed: s_orig, before any pruning (§5.2 step 3)
+  json rec = {{"arm", l.arm},
+              {"level_index", l.index},
+              {"target", l.method ? l.target : 0.0},
+              {"seed_index", l.seed_index}};
   std::vector<train::TensorMask> masks;
-  if (arm == "deploy") {
+  if (l.method) {
     PruneOptions po;
-    po.method = PruneMethod::Seed;
-    po.sparsity = level;
-    po.seed = derived_seed(ctx, fmt::format("c3/prune/s{}/L{}", k, i));
+    po.method = *l.method;
+    po.sparsity = l.target;
+    po.seed = derived_seed(ctx, fmt::format("{}/prune/s{}/L{}", l.claim, l.seed_index, l.index));
+    if (po.method == PruneMethod::Random) po.match = PruneMethod::Seed;  // the study method's counts
     rec["prune"] = prune_summary(prune_model(m, po).report);
-    masks = masks_of_zeros(m);
+    masks = masks_of_zeros(m);  // this level's zeros and the earlier levels' stay zero
   }
-  rec["before"] = {{"training", score(ctx, training_view(m), {kSetPrimary})},
-                   {"study", score(ctx, study_view(m), {kSetPrimary})}};
+  rec["before"] = l.scores(m, false);
+  // The arms of one seed share their batches: the data seed names the claim, seed and level, not the arm.
   const TrainRunOptions t =
-      train_options(ctx, ctx.budget.c3_steps, ctx.budget.c3_batch, WeightQuantMode::RptFixed,
-                    derived_seed(ctx, fmt::format("c3/data/s{}/L{}", k, i)));
+      train_options(ctx, l.steps, l.batch, l.mode,
+                    derived_seed(ctx, fmt::format("{}/data/s{}/L{}", l.claim, l.seed_index, l.index)));
   const TrainRunRecord tr =
-      train_in_memory(m, t, ctx.train_tokens, std::move(masks), fmt::format("{} L{}", chain, i));
+      train_in_memory(m, t, ctx.train_tokens, std::move(masks), fmt::format("{} L{}", chain, l.index));
+  log_info("study: {} L{}: {} steps × {} × {} tokens at {:.0f} tokens/s", chain, l.index, l.steps, l.batch,
+           ctx.budget.seq_len, tr.tokens_per_s);  // the log, not the record: the clock is not a result
   rec["losses"] = losses_json(tr);
   rec["final_loss"] = tr.final_loss;
   rec["latent_sparsity"] = latent_sparsity(m);
-  rec["after"] = {{"training", score(ctx, training_view(m), {kSetPrimary})},
-                  {"study", score(ctx, study_view(m), {kSetPrimary})}};
-  save_state(m, state_dir(ctx, chain, size_t(i)));
+  rec["after"] = l.scores(m, true);
+  if (l.mode == WeightQuantMode::Absmean) rec["code_zero"] = code_zero_fraction(m);
+  save_state(m, state_dir(ctx, chain, size_t(l.index)));
   return rec;
+}
+
+// c2/<arm>/s<k>/L<i>: prune = the study's sampled threshold; random = as many weights per tensor at random;
+// control = no pruning. The fine-tune is the absmean STE of transformers' online quantizer.
+json run_c2(Context& ctx, const std::vector<std::string>& p) {
+  Level l;
+  l.claim = "c2";
+  l.arm = p[1];
+  l.seed_index = index_after(p[2], 's');
+  l.index = index_after(p[3], 'L');
+  l.target = ctx.budget.c2_levels.at(size_t(l.index));
+  if (l.arm != "control") l.method = l.arm == "prune" ? PruneMethod::Seed : PruneMethod::Random;
+  l.steps = ctx.budget.c2_steps;
+  l.batch = ctx.budget.c2_batch;
+  l.scores = [&ctx](const Model& m, bool after) {
+    return after ? score(ctx, m, all_sets(ctx)) : score(ctx, m, {kSetPrimary});
+  };
+  return run_level(ctx, l);
+}
+
+// c3/<arm>/s<k>/L<i>: a level of the deploy recipe (rpt-spec §5.2-§5.3): the study's sampled threshold on the
+// current weights and the rpt-fixed STE (deploy), or the same at 0% (control); scored in both views.
+json run_c3_level(Context& ctx, const std::vector<std::string>& p) {
+  Level l;
+  l.claim = "c3";
+  l.arm = p[1];
+  l.seed_index = index_after(p[2], 's');
+  l.index = index_after(p[3], 'L');
+  l.target = ctx.budget.c3_levels.at(size_t(l.index));
+  if (l.arm == "deploy") l.method = PruneMethod::Seed;
+  l.mode = WeightQuantMode::RptFixed;
+  l.steps = ctx.budget.c3_steps;
+  l.batch = ctx.budget.c3_batch;
+  l.scores = [&ctx](const Model& m, bool) {
+    return json{{"training", score(ctx, training_view(m), {kSetPrimary})},
+                {"study", score(ctx, study_view(m), {kSetPrimary})}};
+  };
+  return run_level(ctx, l);
 }
 
 // Greedy generations of the study's prompts from a GGUF file on the fast engine.

@@ -178,12 +178,14 @@ Plan make_plan(const StudyOptions& opt, const BitNetConfig& cfg) {
                      4.0 * double(cfg.num_hidden_layers * cfg.hidden_size * b.seq_len);
   const int64_t corpus_eval = b.windows * b.seq_len;  // tokens through the forward per corpus evaluation
   const int64_t n_corpora = int64_t(opt.eval_corpora.size());
-  const int64_t a_tokens = 8 * 24;  // Protocol A: about 24 tokens a sentence
+  const int64_t a_tokens = 8 * 24;                // Protocol A: about 24 tokens a sentence
+  const Rates cpu_rate = rates_for(Device::Cpu);  // C5's hooks run on the CPU whatever the device
   auto add = [&](std::string id, ClaimId c, std::string what, int64_t train_tokens, int64_t eval_tokens,
                  double extra_seconds = 0) {
     PlannedRun r{std::move(id), c, std::move(what), train_tokens, eval_tokens, 0};
+    const Rates& rt = c == ClaimId::C5 ? cpu_rate : rate;
     r.est_seconds =
-        double(eval_tokens) * fwd / rate.eval + 3.0 * double(train_tokens) * fwd / rate.train + extra_seconds;
+        double(eval_tokens) * fwd / rt.eval + 3.0 * double(train_tokens) * fwd / rt.train + extra_seconds;
     plan.est_seconds += r.est_seconds;
     plan.runs.push_back(std::move(r));
   };
@@ -234,7 +236,7 @@ Plan make_plan(const StudyOptions& opt, const BitNetConfig& cfg) {
     }
   plan.basis = fmt::format(
       "estimated from {:.3g} forward FLOPs a token at {:.3g} FLOP/s (evaluation) and {:.3g} "
-      "FLOP/s (training, 3 forwards a token) on {} ({} threads)",
+      "FLOP/s (training, 3 forwards a token) on {} ({} threads; C5 on the CPU)",
       fwd, rate.eval, rate.train, device_name(opt.device), num_threads());
   return plan;
 }

@@ -147,6 +147,15 @@ PplResult backend_perplexity(train::StepBackend& backend, const PplData& data, i
   return evaluate_ppl_nll(data.windows, vocab, nll_from_position_losses(losses), data.ppl);
 }
 
+// Tokens/s over the steps' own time, and the study's return value: the mean of the last min(50, steps)
+// losses.
+void finish_record(TrainRunRecord& rec, int64_t tokens_done, double run_seconds) {
+  rec.tokens_per_s = double(tokens_done) / std::max(run_seconds, 1e-9);
+  const size_t k = std::min<size_t>(50, rec.steps.size());
+  for (size_t i = rec.steps.size() - k; i < rec.steps.size(); ++i)
+    rec.final_loss += rec.steps[i].loss / double(k);
+}
+
 // The GPU's step backend for a run (null on the CPU): sized for a micro-batch and for `eval_tokens` tokens
 // of validation windows.
 std::unique_ptr<train::StepBackend> make_step_backend(const TrainRunOptions& opt, int64_t eval_tokens) {
@@ -221,10 +230,7 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   progress.finish();
   save_or_sync(tr, state_dir);
   rec.seconds = seconds_since(t0);
-  rec.tokens_per_s = double(tokens_done) / std::max(run_seconds, 1e-9);
-  const size_t k = std::min<size_t>(50, rec.steps.size());
-  for (size_t i = rec.steps.size() - k; i < rec.steps.size(); ++i)
-    rec.final_loss += rec.steps[i].loss / double(k);
+  finish_record(rec, tokens_done, run_seconds);
   return rec;
 }
 
@@ -324,10 +330,7 @@ TrainRunRecord train_in_memory(Model& m, const TrainRunOptions& opt, std::span<c
   progress.finish();
   tr.sync_model();
   rec.seconds = seconds_since(t0);
-  rec.tokens_per_s = double(tokens_done) / std::max(run_seconds, 1e-9);
-  const size_t k = std::min<size_t>(50, rec.steps.size());
-  for (size_t i = rec.steps.size() - k; i < rec.steps.size(); ++i)
-    rec.final_loss += rec.steps[i].loss / double(k);
+  finish_record(rec, tokens_done, run_seconds);
   return rec;
 }
 

@@ -2,10 +2,13 @@
 #pragma once
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -37,6 +40,29 @@ inline std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t see
 struct CommandResult {
   int code = -1;    // exit status; -1 if the command could not run or was killed
   std::string out;  // stdout and stderr together
+};
+
+// A fresh directory under the system's temporary folder, removed with everything in it at the end of scope.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name, const std::string& prefix = "tl_test_")
+      : path_(std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()) + "_" + name)) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  // Writes `contents` to path()/name, bytes as given.
+  std::filesystem::path write(const std::string& name, const std::string& contents) const {
+    const std::filesystem::path p = path_ / name;
+    std::ofstream(p, std::ios::binary) << contents;
+    return p;
+  }
+
+ private:
+  std::filesystem::path path_;
 };
 
 // Runs a shell command line and captures its output and exit status.

