@@ -85,6 +85,7 @@ const Registrar reg("study", 58, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precision", a->precision, "master weights while fine-tuning: fp32 | bf16")
       ->capture_default_str();
+  cmd->add_flag("--recompute", a->opt.recompute, "cuda: recompute activations in backward (less GPU memory)");
   cmd->add_option("--tokenizer", a->opt.tokenizer, "tokenizer.json (default: the model's)");
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
   cmd->callback([a] { run_study_cmd(*a, command_line()); });

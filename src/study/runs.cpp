@@ -88,6 +88,7 @@ TrainRunOptions train_options(const Context& ctx, int64_t steps, int64_t batch, 
                               uint64_t seed) {
   TrainRunOptions t;
   t.device = ctx.opt.device;
+  t.recompute = ctx.opt.recompute;
   auto& c = t.train;
   c.steps = steps;
   c.batch = batch;

@@ -117,6 +117,7 @@ void validate(const StudyOptions& o) {
   parse_corpus_spec(o.train_corpus);
   for (const auto& e : o.eval_corpora) parse_corpus_spec(e);
   budget_for(o.scale);
+  TL_CHECK(!o.recompute || o.device == Device::Cuda, "--recompute applies to --device cuda only");
   TL_CHECK(o.bootstrap >= 100, "--bootstrap must be at least 100, found {}", o.bootstrap);
   TL_CHECK(std::isfinite(o.min_effect) && o.min_effect > 0, "--min-effect must be > 0, found {}",
            o.min_effect);
@@ -347,7 +348,7 @@ json study_config(const StudyOptions& o, const Budget& b, const std::string& mod
   for (const auto& e : o.eval_corpora) evals.push_back(corpus_spec_name(parse_corpus_spec(e)));
   return {{"schema", kSchema},
           {"ternlab_version", TERNLAB_VERSION},
-          {"model", fs::absolute(o.model).lexically_normal().string()},
+          {"model", o.model.lexically_normal().string()},  // as given: the same command, the same bytes
           {"model_sha256", model_sha},
           {"tokenizer_sha256", tokenizer_sha},
           {"train_corpus", corpus_spec_name(parse_corpus_spec(o.train_corpus))},
@@ -356,6 +357,7 @@ json study_config(const StudyOptions& o, const Budget& b, const std::string& mod
           {"seed", o.seed},
           {"device", device_name(o.device)},
           {"precision", o.precision == ParamPrecision::Bf16 ? "bf16" : "fp32"},
+          {"recompute", o.recompute},
           {"budget", to_json(b)},
           {"bootstrap", o.bootstrap},
           {"min_effect", o.min_effect}};
@@ -480,7 +482,8 @@ StudyOutcome run_study(const StudyOptions& opt) {
   if (fs::exists(config_path)) {  // a resumed study must be the same study
     const json old = json::parse(read_file(config_path));
     for (const auto& [key, value] : config.items())
-      TL_CHECK(old.contains(key) && old[key] == value,
+      TL_CHECK(key == "model" ||
+                   (old.contains(key) && old[key] == value),  // the model is its sha256, not its path
                "study: the work folder {} holds a study with another {} ({} here, {} there); use another -o",
                ctx.dir.string(), key, value.dump(), old.contains(key) ? old[key].dump() : "none");
   } else {

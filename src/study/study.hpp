@@ -81,7 +81,8 @@ struct StudyOptions {
   int bootstrap = 2000;      // resamples of every bootstrap
   double min_effect = 0.01;  // δ of the verdict rule, nats per token
   ParamPrecision precision = ParamPrecision::Fp32;
-  std::string command;  // the command line, for the report
+  bool recompute = false;  // cuda: recompute activations in backward (less memory)
+  std::string command;     // the command line, for the report
 };
 // Errors name the flag: no model or out_dir, seeds < 1, no eval corpus, a bad corpus spec, an unknown scale,
 // bootstrap < 100, min_effect <= 0, negative overrides.

@@ -150,6 +150,7 @@ TEST_F(Study, BadInputIsAClearError) {
   err("--min-effect -1", "--min-effect");
   err("--device tpu", "tpu");
   err("--max-runs -1", "--max-runs");
+  err("--recompute", "--recompute applies to --device cuda only");
   // a work folder of another study is refused, naming what differs
   const fs::path other = dir_ / "other";
   ASSERT_EQ(run("-q study " + m + " -o " + other.string() + " " + kTiny + " --only c1").code, 0);
