@@ -12,7 +12,7 @@ struct Series {
   std::string name;
   std::vector<double> x, y;  // same length; drawn in the given order
   // Optional interval per point (both empty, or both as long as y, with lo <= y <= hi): a vertical whisker.
-  std::vector<double> y_lo, y_hi;
+  std::vector<double> y_lo = {}, y_hi = {};
 };
 
 struct PlotOptions {

@@ -17,7 +17,7 @@
 #include "infer/loader.hpp"
 #include "infer/text_generation.hpp"
 #include "io/checkpoint.hpp"
-#include "model/quant.hpp"
+#include "model/stats.hpp"
 #include "study/internal.hpp"
 #include "study/protocol_a.hpp"
 #include "train/snap.hpp"
@@ -65,17 +65,7 @@ json prune_summary(const PruneReport& r) {
 
 // Zero ternary codes / linear weights under the model's own quantizer (absmean, or its fixed scales).
 double code_zero_fraction(const Model& m) {
-  size_t zeros = 0, n = 0;
-  std::vector<int8_t> codes;
-  for (const auto& v : m.views) {
-    if (v.kind != ParamKind::Linear) continue;
-    const auto it = m.fixed_scale.find(v.name);
-    const float* w = m.params.data() + v.offset;
-    const float scale = it != m.fixed_scale.end() ? it->second : float(absmean_scale(w, v.numel));
-    for (size_t i = 0; i < v.numel; ++i) zeros += std::nearbyint(w[i] / scale) == 0.0f;
-    n += v.numel;
-  }
-  return n ? double(zeros) / double(n) : 0.0;
+  return summarize(tensor_stats(m)).code_zero;
 }
 
 json losses_json(const TrainRunRecord& rec) {

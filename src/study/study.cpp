@@ -115,7 +115,12 @@ void validate(const StudyOptions& o) {
   TL_CHECK(o.seeds >= 1, "--seeds must be at least 1, found {}", o.seeds);
   TL_CHECK(!o.eval_corpora.empty(), "--eval-corpus: at least one evaluation corpus is needed");
   parse_corpus_spec(o.train_corpus);
-  for (const auto& e : o.eval_corpora) parse_corpus_spec(e);
+  std::vector<std::string> names;
+  for (const auto& e : o.eval_corpora) {
+    names.push_back(corpus_spec_name(parse_corpus_spec(e)));
+    TL_CHECK(std::count(names.begin(), names.end(), names.back()) == 1, "--eval-corpus: {} is given twice",
+             names.back());
+  }
   budget_for(o.scale);
   TL_CHECK(!o.recompute || o.device == Device::Cuda, "--recompute applies to --device cuda only");
   TL_CHECK(o.bootstrap >= 100, "--bootstrap must be at least 100, found {}", o.bootstrap);

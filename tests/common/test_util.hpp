@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -43,25 +44,41 @@ struct CommandResult {
 };
 
 // A fresh directory under the system's temporary folder, removed with everything in it at the end of scope.
+// Unnamed ones are numbered, so several can live in one test.
 class TempDir {
  public:
+  TempDir() : TempDir("d" + std::to_string(next_number())) {}
   explicit TempDir(const std::string& name, const std::string& prefix = "tl_test_")
       : path_(std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()) + "_" + name)) {
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
   // Writes `contents` to path()/name, bytes as given.
   std::filesystem::path write(const std::string& name, const std::string& contents) const {
     const std::filesystem::path p = path_ / name;
     std::ofstream(p, std::ios::binary) << contents;
     return p;
   }
+  // How many files and folders lie directly in the directory.
+  size_t entries() const {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path_)) ++n;
+    return n;
+  }
 
  private:
+  static int next_number() {
+    static std::atomic<int> counter{0};
+    return counter++;
+  }
   std::filesystem::path path_;
 };
 

@@ -1,15 +1,13 @@
-// Helpers for the deploy tests: a small model whose dims suit every GGUF kind, temporary directories, and
+// Helpers for the deploy tests: a small model whose dims suit every GGUF kind, and
 // rewriting a GGUF image (metadata and tensors) to make contradictory files.
 #pragma once
-#include <unistd.h>
-
-#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "../common/test_util.hpp"
 #include "core/file.hpp"
 #include "gguf/gguf.hpp"
 #include "model/model.hpp"
@@ -46,33 +44,6 @@ inline Model random_model(const BitNetConfig& c, uint64_t seed) {
         x = 0.5f + float((k = k * 6364136223846793005ull + 1442695040888963407ull) >> 40) / float(1 << 24);
   return m;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("ternlab-deploy-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  const fs::path& path() const { return path_; }
-  size_t entries() const {
-    size_t n = 0;
-    for ([[maybe_unused]] const auto& e : fs::directory_iterator(path_)) ++n;
-    return n;
-  }
-
- private:
-  fs::path path_;
-};
 
 inline std::vector<uint8_t> read_bytes(const fs::path& p) {
   const std::string s = read_file(p);

@@ -146,6 +146,7 @@ TEST_F(Study, BadInputIsAClearError) {
   err("--only c1,c9", "unknown claim 'c9'");
   err("--scale huge", "small or full");
   err("--eval-corpus nosuch:test", "nosuch");
+  err("--eval-corpus sotu:test --eval-corpus sotu:test", "given twice");
   err("--bootstrap 5", "--bootstrap");
   err("--min-effect -1", "--min-effect");
   err("--device tpu", "tpu");
