@@ -1,8 +1,11 @@
 // Subcommand registry: each src/cli/cmd_<name>.cpp registers itself with a static Registrar, so adding a
 // command touches one file. Commands parse flags, call one library function, and print (DESIGN §7).
 #pragma once
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <charconv>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,6 +28,21 @@ struct Registrar {
   }
 };
 
+// For integer flags whose unset value (0) stands for "the default": an explicit value below `min` (--ctx 0)
+// is refused rather than silently read as that default.
+inline CLI::Validator at_least(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& s) -> std::string {
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (ec != std::errc() || end != s.data() + s.size())
+          return {};  // the conversion reports non-integers
+        if (v >= min) return {};
+        return fmt::format("must be at least {}, found {} (leave the flag out for the default)", min, v);
+      },
+      fmt::format("INT>={}", min));
+}
+
 // Shared output helper: true when stdout is a terminal.
 bool stdout_is_tty();
 
@@ -32,10 +50,11 @@ bool stdout_is_tty();
 // reports that record how they were made.
 std::string& command_line();
 
-// --corpus as a comma-separated list of specs KIND[:SPLIT][=PATH] (it holds ':', ',' or '=') rather than one kind.
+// --corpus as a comma-separated list of specs KIND[:SPLIT][=PATH] (it holds ':', ',' or '=') rather than one
+// kind.
 bool is_corpus_spec_list(const std::string& corpus);
-// The specs of such a --corpus; refuses --split / --input beside it, and --field / --per-line when no corpus of
-// the list takes them.
+// The specs of such a --corpus; refuses --split / --input beside it, and --field / --per-line when no corpus
+// of the list takes them.
 std::vector<CorpusSpec> corpus_spec_list(const std::string& corpus, bool split_given, bool input_given,
                                          bool field_given, bool per_line);
 

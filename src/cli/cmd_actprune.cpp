@@ -123,7 +123,8 @@ const Registrar reg("actprune", 55, [](CLI::App& app) {
   cmd->add_option("--input", a->eval.input, "corpus file or directory, or the token file");
   cmd->add_option("--split", a->eval.split, "train | validation | test | all")->capture_default_str();
   cmd->add_option("--tokenizer", a->eval.tokenizer, "tokenizer.json (default: the checkpoint's)");
-  cmd->add_option("--ctx", a->eval.ppl.ctx, "window length (default: seed 128, llama 512, window 512)");
+  cmd->add_option("--ctx", a->eval.ppl.ctx, "window length (default: seed 128, llama 512, window 512)")
+      ->check(at_least(2));
   cmd->add_option("--windows", a->eval.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->eval.ppl.batch, "windows per forward pass")->capture_default_str();

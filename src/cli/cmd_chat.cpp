@@ -140,7 +140,8 @@ const Registrar reg("chat", 71, [](CLI::App& app) {
   cmd->add_option("-m,--message", a->messages, "a user message instead of stdin (repeatable, in order)");
   add_sampling_flags(cmd, a->sampling);
   cmd->add_option("--ctx", a->ctx,
-                  "context in tokens for the whole conversation (default: the model's maximum)");
+                  "context in tokens for the whole conversation (default: the model's maximum)")
+      ->check(at_least(1));
   cmd->callback([a] { run_chat(*a); });
 });
 

@@ -81,6 +81,9 @@ void run_prepare(const PrepareArgs& a, bool split_given) {
                  specs, opt, [&](std::string_view s) { return tok.encode(s, false); }, int32_t(tok.bos_id()))
            : prepare_corpus(opt, tok);
   const double secs = seconds_since(t0);
+  // An empty token file helps nobody and fails later, far from its cause (a training run, a perplexity).
+  TL_CHECK(!p.tokens.empty(), "data prepare: {} gave no tokens ({} text bytes): nothing to write to {}",
+           inputs.empty() ? std::string("the input") : inputs, p.text_bytes, a.output);
 
   TokenFileMeta meta;
   meta.vocab_size = uint32_t(tok.vocab_size());

@@ -104,7 +104,8 @@ const Registrar reg("generate", 70, [](CLI::App& app) {
   add_model_flags(cmd, a->model, a->load, a->threads);
   cmd->add_option("-p,--prompt", a->prompt, "the text to continue (bos is prepended)")->required();
   add_sampling_flags(cmd, a->sampling);
-  cmd->add_option("--ctx", a->ctx, "context in tokens, prompt + completion (default: the model's maximum)");
+  cmd->add_option("--ctx", a->ctx, "context in tokens, prompt + completion (default: the model's maximum)")
+      ->check(at_least(1));
   cmd->add_flag("--json", a->json, "print one JSON object at the end instead of streaming");
   cmd->callback([a] { run_generate(*a); });
 });

@@ -4,14 +4,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "io/checkpoint.hpp"
+#include "deploy/open_model.hpp"
 #include "model/stats.hpp"
 
 namespace tl::cli {
 namespace {
 
 struct InfoArgs {
-  std::string path;
+  std::string path, hidden_act;
   bool json = false, summary = false;
 };
 
@@ -36,7 +36,11 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 void run_info(const InfoArgs& a) {
-  const Model m = load_checkpoint(a.path);
+  OpenOptions oo;
+  oo.read_tokenizer = false;
+  oo.hidden_act = a.hidden_act;
+  const OpenedModel opened = open_model(a.path, oo);
+  const Model& m = opened.model;
   const auto& c = m.config;
   const auto stats = tensor_stats(m);
   const auto sum = summarize(stats);
@@ -46,6 +50,12 @@ void run_info(const InfoArgs& a) {
   if (a.json) {
     nlohmann::json j;
     j["path"] = a.path;
+    j["format"] = opened.gguf ? "gguf" : "checkpoint";
+    if (opened.gguf)
+      j["gguf"] = {{"arch", opened.gguf->arch},
+                   {"engine", opened.gguf->engine},
+                   {"activation_source", opened.gguf->activation_source},
+                   {"description", opened.gguf->describe()}};
     j["config"] = {{"hidden_size", c.hidden_size},
                    {"intermediate_size", c.intermediate_size},
                    {"num_hidden_layers", c.num_hidden_layers},
@@ -92,6 +102,7 @@ void run_info(const InfoArgs& a) {
     return;
   }
   fmt::print("{}\n", a.path);
+  if (opened.gguf) fmt::print("  GGUF: {}\n", opened.gguf->describe());
   fmt::print("  BitNet b1.58: hidden {}  ffn {}  layers {}  heads {} (kv {})  head_dim {}  vocab {}\n",
              c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads,
              c.num_key_value_heads, c.head_dim, c.vocab_size);
@@ -124,7 +135,8 @@ const Registrar reg("info", 20, [](CLI::App& app) {
   auto* cmd = app.add_subcommand("info",
                                  "config, parameter counts and per-tensor statistics (latent zeros, "
                                  "absmean scale, ternary code distribution)");
-  cmd->add_option("checkpoint", a->path, "checkpoint directory")->required();
+  cmd->add_option("checkpoint", a->path, "checkpoint directory or GGUF file")->required();
+  cmd->add_option("--hidden-act", a->hidden_act, "GGUF: relu2 | silu, for files that do not say");
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->add_flag("--summary", a->summary, "no per-tensor table");
   cmd->callback([a] { run_info(*a); });

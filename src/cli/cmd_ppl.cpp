@@ -148,12 +148,14 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
   cmd->add_option("--input", a->opt.input,
                   "corpus file or directory (default: the Brown corpus), or the "
                   "token file for --corpus tokens");
-  cmd->add_option("--split", a->opt.split,
-                  "train | validation | test | all (brown, sotu, moby-dick, kjv, WikiText directory)")
-      ->capture_default_str();
+  auto* split =
+      cmd->add_option("--split", a->opt.split,
+                      "train | validation | test | all (brown, sotu, moby-dick, kjv, WikiText directory)")
+          ->capture_default_str();
   cmd->add_option("--tokenizer", a->opt.tokenizer,
                   "tokenizer.json (default: the checkpoint's or the GGUF's own)");
-  cmd->add_option("--ctx", a->opt.ppl.ctx, "window length (default: seed 128, llama 512, window 512)");
+  cmd->add_option("--ctx", a->opt.ppl.ctx, "window length (default: seed 128, llama 512, window 512)")
+      ->check(at_least(2));
   cmd->add_option("--windows", a->opt.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->opt.ppl.batch, "windows per forward pass")->capture_default_str();
@@ -166,7 +168,10 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (default: all cores)");
   cmd->add_flag("--json", a->json, "machine-readable output");
-  cmd->callback([a] { run_ppl(*a); });
+  cmd->callback([a, split] {
+    a->opt.split_given = split->count() > 0;
+    run_ppl(*a);
+  });
 });
 
 }  // namespace

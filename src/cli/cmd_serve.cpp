@@ -68,7 +68,7 @@ const Registrar reg("serve", 72, [](CLI::App& app) {
   cmd->add_option("--max-queue", a->server.max_queue,
                   "requests that may wait while one generates (more: 503)")
       ->capture_default_str();
-  cmd->add_option("--http-threads", a->server.http_threads, "connection threads (at least max-queue + 4)")
+  cmd->add_option("--http-threads", a->server.http_threads, "request threads (at least max-queue + 4)")
       ->capture_default_str();
   cmd->add_option("--ctx", a->server.context,
                   "tokens per request, prompt + completion (default: the model's)");

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "deploy/import.hpp"
+#include "deploy/open_model.hpp"
 #include "infer/engine.hpp"
 #include "infer/reference_model.hpp"
 #include "io/checkpoint.hpp"
@@ -31,16 +32,6 @@ std::vector<int32_t> stop_ids_of(const Tokenizer& tok, const BitNetConfig& cfg) 
   return ids;
 }
 
-std::string chat_template_of(const fs::path& dir) {
-  const fs::path cfg = dir / "tokenizer_config.json";
-  std::error_code ec;
-  if (!fs::exists(cfg, ec)) return {};
-  const auto j = nlohmann::json::parse(read_file(cfg), nullptr, /*allow_exceptions=*/false);
-  TL_CHECK(!j.is_discarded(), "{}: not valid JSON", cfg.string());
-  if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"];
-  return {};
-}
-
 // The engine (default) or the reference over a Model; the engine keeps no reference to the Model.
 std::unique_ptr<LanguageModel> make_backend(Model model, const LoadOptions& options) {
   if (options.backend == "reference") {
@@ -54,19 +45,9 @@ std::unique_ptr<LanguageModel> make_backend(Model model, const LoadOptions& opti
 
 }  // namespace
 
-bool is_gguf_file(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  std::ifstream f(path, std::ios::binary);
-  char magic[4] = {};
-  f.read(magic, 4);
-  return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
-}
-
 LoadedModel load_language_model(const fs::path& path, const LoadOptions& options) {
   TL_CHECK(options.backend == "auto" || options.backend == "engine" || options.backend == "reference",
            "unknown backend '{}': expected auto, engine or reference", options.backend);
-  std::error_code ec;
   if (is_gguf_file(path)) {
     ImportOptions io;
     io.hidden_act = options.hidden_act;
@@ -88,17 +69,16 @@ LoadedModel load_language_model(const fs::path& path, const LoadOptions& options
     return LoadedModel{std::move(lm), tok, reader.chat_template(), stop_ids_of(tok, cfg),
                        path.filename().string()};
   }
-  TL_CHECK(options.hidden_act.empty(), "--hidden-act applies to GGUF files only");
-  TL_CHECK(fs::is_directory(path, ec), "{}: neither a checkpoint directory nor a GGUF file", path.string());
-  const fs::path tok_path = options.tokenizer.empty() ? path / "tokenizer.json" : options.tokenizer;
-  TL_CHECK(fs::exists(tok_path, ec), "{}: no tokenizer.json (pass --tokenizer)", path.string());
-  Tokenizer tok = Tokenizer::from_file(tok_path);
-  Model model = load_checkpoint(path);
+  // A checkpoint directory: through the front door, which finds its tokenizer and chat template.
+  OpenOptions oo;
+  oo.tokenizer = options.tokenizer;
+  OpenedModel opened = open_model(path, oo);
+  TL_CHECK(opened.tokenizer.has_value(), "{}: no tokenizer.json (pass --tokenizer)", path.string());
+  Tokenizer tok = std::move(*opened.tokenizer);
+  Model model = std::move(opened.model);
+  const std::string chat_template = std::move(opened.chat_template);
   const BitNetConfig cfg = model.config;
-  TL_CHECK(int64_t(tok.vocab_size()) <= cfg.vocab_size,
-           "{}: the tokenizer has {} tokens, more than the model's vocab_size {}", path.string(),
-           tok.vocab_size(), cfg.vocab_size);
-  LoadedModel out{make_backend(std::move(model), options), tok, chat_template_of(path), stop_ids_of(tok, cfg),
+  LoadedModel out{make_backend(std::move(model), options), tok, chat_template, stop_ids_of(tok, cfg),
                   path.filename().string()};
   if (out.name.empty()) out.name = path.parent_path().filename().string();
   return out;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy/open_model.hpp"  // is_gguf_file
 #include "infer/session.hpp"
 #include "text/tokenizer.hpp"
 
@@ -30,8 +31,5 @@ struct LoadedModel {
 // Errors: a path that is neither a checkpoint directory nor a GGUF file, a model without a tokenizer (and
 // no override), anything the checkpoint or GGUF loaders refuse, an unknown backend.
 LoadedModel load_language_model(const std::filesystem::path& path, const LoadOptions& options = {});
-
-// True when path is a regular file starting with the GGUF magic.
-bool is_gguf_file(const std::filesystem::path& path);
 
 }  // namespace tl

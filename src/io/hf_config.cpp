@@ -98,6 +98,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
   c.num_key_value_heads =
       f.integer("num_key_value_heads", c.num_attention_heads);  // transformers: None -> heads
   c.max_position_embeddings = f.integer("max_position_embeddings", 2048);
+  // validate() bounds every size; hidden_size is used before it, to derive head_dim.
+  TL_CHECK(c.hidden_size <= kMaxHiddenSize, "{}: config: hidden_size = {} exceeds ternlab's limit of {}",
+           what, c.hidden_size, kMaxHiddenSize);
   if (f.has("head_dim")) {
     c.head_dim = f.integer("head_dim");
   } else {
@@ -112,6 +115,10 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
   c.attention_dropout = f.number("attention_dropout", 0.0);
   c.initializer_range = f.number("initializer_range", 0.02);
 
+  // transformers' BitNetConfig defaults hidden_act to relu2 only when the key is absent; null is no
+  // activation at all (ACT2FN[None] fails), so it is refused rather than read as the default.
+  TL_CHECK(!(j.contains("hidden_act") && j["hidden_act"].is_null()),
+           "{}: hidden_act is null (expected \"relu2\" for BitNet b1.58, or \"silu\")", what);
   const std::string act = f.string("hidden_act", "relu2");
   if (act == "relu2") {
     c.hidden_act = Activation::Relu2;

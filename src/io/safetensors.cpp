@@ -136,6 +136,13 @@ SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_
     }
     if (furthest == SIZE_MAX || t.end > h.tensors[furthest].end) furthest = i;
   }
+  // The reference implementation refuses a buffer the tensors do not end: bytes after the last tensor are a
+  // sign of a damaged or foreign file, not padding.
+  const uint64_t data_end = furthest == SIZE_MAX ? 0 : h.tensors[furthest].end;
+  TL_CHECK(data_end == data_size,
+           "{}: {} bytes after the end of the last tensor's data (tensors end at byte {} of a {}-byte data "
+           "buffer; damaged or not a safetensors file)",
+           what, data_size - data_end, data_end, data_size);
   return h;
 }
 

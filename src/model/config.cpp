@@ -14,6 +14,34 @@ void BitNetConfig::validate() const {
   pos("head_dim", head_dim);
   pos("vocab_size", vocab_size);
   pos("max_position_embeddings", max_position_embeddings);
+  // Upper bounds far above any published model, so a corrupt or hostile config is refused here, naming the
+  // key, before anything is sized from it (a 2^40 hidden_size would otherwise end in an anonymous
+  // out-of-memory after minutes). RoPE tables and KV caches are sized from max_position_embeddings.
+  auto at_most = [](const char* k, int64_t v, int64_t limit) {
+    TL_CHECK(v <= limit, "config: {} = {} exceeds ternlab's limit of {}", k, v, limit);
+  };
+  at_most("hidden_size", hidden_size, kMaxHiddenSize);
+  at_most("intermediate_size", intermediate_size, kMaxIntermediateSize);
+  at_most("num_hidden_layers", num_hidden_layers, kMaxLayers);
+  at_most("num_attention_heads", num_attention_heads, kMaxHeads);
+  at_most("num_key_value_heads", num_key_value_heads, kMaxHeads);
+  at_most("head_dim", head_dim, kMaxHeadDim);
+  at_most("vocab_size", vocab_size, kMaxVocab);
+  at_most("max_position_embeddings", max_position_embeddings, kMaxPositions);
+  TL_CHECK(num_key_value_heads <= num_attention_heads,
+           "config: num_key_value_heads ({}) exceeds num_attention_heads ({})", num_key_value_heads,
+           num_attention_heads);
+  // Each bound alone still allows a product no machine holds: bound the parameter count too.
+  const double per_layer =
+      2.0 * double(hidden_size) * double(head_dim) * double(num_attention_heads + num_key_value_heads) +
+      3.0 * double(hidden_size) * double(intermediate_size);
+  const double params =
+      double(num_hidden_layers) * per_layer + 2.0 * double(vocab_size) * double(hidden_size);
+  TL_CHECK(params <= double(kMaxParameters),
+           "config: {:.3g} parameters (hidden_size {}, intermediate_size {}, {} layers, vocab {}) exceed "
+           "ternlab's "
+           "limit of {:.3g}",
+           params, hidden_size, intermediate_size, num_hidden_layers, vocab_size, double(kMaxParameters));
   TL_CHECK(num_attention_heads % num_key_value_heads == 0,
            "config: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
            num_attention_heads, num_key_value_heads);

@@ -15,6 +15,16 @@ enum class QuantMode {
 };
 enum class LinearClass { AutoBitLinear, BitLinear };  // output *= weight_scale vs output /= weight_scale
 
+// Limits a config must respect (BitNetConfig::validate): each is far above any published model.
+inline constexpr int64_t kMaxHiddenSize = int64_t(1) << 16;
+inline constexpr int64_t kMaxIntermediateSize = int64_t(1) << 18;
+inline constexpr int64_t kMaxLayers = 1024;
+inline constexpr int64_t kMaxHeads = 1024;
+inline constexpr int64_t kMaxHeadDim = 1024;
+inline constexpr int64_t kMaxVocab = int64_t(1) << 22;
+inline constexpr int64_t kMaxPositions = int64_t(1) << 20;
+inline constexpr int64_t kMaxParameters = int64_t(1) << 40;
+
 struct BitNetConfig {
   std::string architecture = "BitNetForCausalLM";
   std::string model_type = "bitnet";

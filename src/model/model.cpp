@@ -1,5 +1,7 @@
 #include "model/model.hpp"
 
+#include <new>
+
 #include "core/error.hpp"
 #include "core/rng.hpp"
 
@@ -58,7 +60,12 @@ Model make_model(const BitNetConfig& cfg) {
   }
   add("model.norm.weight", {C}, ParamKind::Norm);
   if (!cfg.tie_word_embeddings) add("lm_head.weight", {cfg.vocab_size, C}, ParamKind::LmHead);
-  m.params.assign(offset, 0.0f);
+  try {
+    m.params.assign(offset, 0.0f);
+  } catch (const std::bad_alloc&) {
+    fail("model: {} parameters ({:.1f} GiB as f32; {} layers, hidden_size {}) do not fit in memory", offset,
+         double(offset) * 4 / double(1ull << 30), cfg.num_hidden_layers, cfg.hidden_size);
+  }
   return m;
 }
 

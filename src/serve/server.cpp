@@ -22,6 +22,7 @@
 #include "core/log.hpp"
 #include "infer/chat_template.hpp"
 #include "infer/text_generation.hpp"
+#include "serve/http_server.hpp"
 
 namespace tl {
 
@@ -78,13 +79,33 @@ double number_of(const json& v, const char* key) {
   return v.get<double>();
 }
 
-int64_t integer_of(const json& v, const char* key) {
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float()) {
+// An integer in [lo, hi]. JSON may write it as a float (2.0, 1e3), or beyond every integer type (1e30,
+// 2^64 - 1, which would wrap to -1 as an int64): the message names the field, the value as sent and the
+// range.
+int integer_in(const json& v, const char* key, int lo, int hi) {
+  const auto refuse = [&] {
+    bad_field(fmt::format("'{}' must be an integer in [{}, {}], found {}", key, lo, hi, v.dump()));
+  };
+  int64_t n = 0;
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > uint64_t(hi)) refuse();
+    n = int64_t(v.get<uint64_t>());
+  } else if (v.is_number_integer()) {
+    n = v.get<int64_t>();
+  } else if (v.is_number_float()) {
     const double d = v.get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return int64_t(d);
+    if (!(d >= lo && d <= hi) || d != std::floor(d)) refuse();  // NaN fails the first test
+    n = int64_t(d);
+  } else {
+    refuse();
   }
-  bad_field(fmt::format("'{}' must be an integer, found {}", key, v.dump()));
+  if (n < lo || n > hi) refuse();
+  return int(n);
+}
+
+// n and best_of: 1, however it is written.
+bool is_one(const json& v) {
+  return v.is_number() && v.get<double>() == 1;
 }
 
 bool bool_of(const json& v, const char* key) {
@@ -94,10 +115,8 @@ bool bool_of(const json& v, const char* key) {
 
 // Fields OpenAI defines that this server does not implement: accepted only at their neutral value.
 void check_unsupported(const json& body) {
-  if (const json* n = field(body, "n"); n && integer_of(*n, "n") != 1)
-    bad_field("'n' must be 1: one choice per request");
-  if (const json* b = field(body, "best_of"); b && integer_of(*b, "best_of") != 1)
-    bad_field("'best_of' must be 1");
+  if (const json* n = field(body, "n"); n && !is_one(*n)) bad_field("'n' must be 1: one choice per request");
+  if (const json* b = field(body, "best_of"); b && !is_one(*b)) bad_field("'best_of' must be 1");
   for (const char* key : {"presence_penalty", "frequency_penalty"})
     if (const json* v = field(body, key); v && number_of(*v, key) != 0)
       bad_field(fmt::format("'{}' is not supported (use repetition_penalty)", key));
@@ -111,27 +130,16 @@ void check_unsupported(const json& body) {
 SamplingParams sampling_of(const json& body, const SamplingParams& defaults) {
   SamplingParams p = defaults;
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
-    if (const json* v = field(body, key)) {
-      const int64_t n = integer_of(*v, key);
-      if (n < 0 || n > INT_MAX) bad_field(fmt::format("'{}' must be >= 0, found {}", key, n));
-      p.max_tokens = int(n);
-    }
+    if (const json* v = field(body, key)) p.max_tokens = integer_in(*v, key, 0, INT_MAX);
   }
   if (const json* v = field(body, "temperature")) p.temperature = number_of(*v, "temperature");
   if (const json* v = field(body, "top_p")) p.top_p = number_of(*v, "top_p");
   if (const json* v = field(body, "min_p")) p.min_p = number_of(*v, "min_p");
-  if (const json* v = field(body, "top_k")) {
-    const int64_t k = integer_of(*v, "top_k");
-    if (k < 0 || k > INT_MAX) bad_field(fmt::format("'top_k' must be >= 0 (0 turns it off), found {}", k));
-    p.top_k = int(k);
-  }
+  if (const json* v = field(body, "top_k")) p.top_k = integer_in(*v, "top_k", 0, INT_MAX);  // 0: off
   for (const char* key : {"repetition_penalty", "repeat_penalty"})
     if (const json* v = field(body, key)) p.repetition_penalty = number_of(*v, key);
-  if (const json* v = field(body, "repeat_last_n")) {
-    const int64_t n = integer_of(*v, "repeat_last_n");
-    if (n < -1 || n > INT_MAX) bad_field(fmt::format("'repeat_last_n' must be >= -1, found {}", n));
-    p.repeat_last_n = int(n);
-  }
+  if (const json* v = field(body, "repeat_last_n"))  // -1: every token
+    p.repeat_last_n = integer_in(*v, "repeat_last_n", -1, INT_MAX);
   if (const json* v = field(body, "seed")) {
     if (!v->is_number_integer() ||
         (v->is_number_integer() && !v->is_number_unsigned() && v->get<int64_t>() < 0))
@@ -277,7 +285,7 @@ struct Server::Impl {
   std::string model_name, bos_text;
   int64_t context_limit = 0;
   int64_t started_at = 0;
-  httplib::Server http;
+  HttpServer http;
   GenerationQueue queue;
   std::thread listener;
   std::atomic<bool> stopping{false}, listener_done{false};
@@ -287,13 +295,18 @@ struct Server::Impl {
   int bound_port = -1;
 
   Impl(const LoadedModel& m, ServerOptions o)
-      : model(m), opt(std::move(o)), queue(size_t(std::max(0, opt.max_queue))) {
+      : model(m),
+        opt(std::move(o)),
+        http(HttpLimits{.workers = std::max(opt.http_threads, opt.max_queue + 4),
+                        .head_timeout = std::chrono::seconds(std::max(1, opt.header_timeout_s))}),
+        queue(size_t(std::max(0, opt.max_queue))) {
     TL_CHECK(model.lm, "serve: no model");
     TL_CHECK(opt.max_queue >= 0, "--max-queue must be >= 0, found {}", opt.max_queue);
     TL_CHECK(opt.http_threads >= 1, "--http-threads must be >= 1, found {}", opt.http_threads);
     TL_CHECK(opt.max_body_bytes > 0, "--max-body must be > 0");
     TL_CHECK(opt.port >= 0 && opt.port <= 65535, "--port must be in 0..65535, found {}", opt.port);
-    TL_CHECK(opt.read_timeout_s > 0 && opt.write_timeout_s > 0, "server timeouts must be > 0");
+    TL_CHECK(opt.read_timeout_s > 0 && opt.write_timeout_s > 0 && opt.header_timeout_s > 0,
+             "server timeouts must be > 0");
     const int64_t max_ctx = model.lm->config().max_position_embeddings;
     TL_CHECK(opt.context >= 0 && opt.context <= max_ctx, "--ctx {} is outside 0..{} (the model's maximum)",
              opt.context, max_ctx);
@@ -320,10 +333,10 @@ struct Server::Impl {
         if (v.is_string())
           bad_field("'prompt': several prompts in one request are not supported (n must be 1)");
         if (!v.is_number_integer()) bad_field("'prompt' must be a string or an array of token ids");
-        const int64_t id = v.get<int64_t>();
-        if (id < 0 || id >= vocab)
-          bad_field(fmt::format("'prompt': token id {} is outside 0..{}", id, vocab - 1));
-        ids.push_back(int32_t(id));
+        const bool known = v.is_number_unsigned() ? v.get<uint64_t>() < uint64_t(vocab)
+                                                  : v.get<int64_t>() >= 0 && v.get<int64_t>() < vocab;
+        if (!known) bad_field(fmt::format("'prompt': token id {} is outside 0..{}", v.dump(), vocab - 1));
+        ids.push_back(int32_t(v.get<int64_t>()));
       }
       if (ids.empty()) bad_field("'prompt' has no tokens");
       return ids;
@@ -506,11 +519,52 @@ struct Server::Impl {
     }
   }
 
-  void handle_generation(const httplib::Request& req, httplib::Response& res, bool chat) {
+  std::string too_large_message() const {
+    return fmt::format("the request body is larger than the server's limit of {} bytes", opt.max_body_bytes);
+  }
+
+  // Reads a request's body, up to max_body_bytes, whatever its Content-Type says: the API is JSON, and
+  // `curl -d` labels it application/x-www-form-urlencoded (cpp-httplib's own reading would cap such a body
+  // at 8 KB). Counting here also bounds chunked and compressed bodies, which cpp-httplib 0.11 does not.
+  // False, with the error in res, when it cannot: 413 over the limit, 415 for multipart/form-data (not
+  // JSON; drained first), 400 when the body's framing is broken.
+  bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
+                 std::string& body) const {
+    bool too_large = false;
+    const auto keep = [&](const char* data, size_t n) {
+      too_large = n > opt.max_body_bytes - body.size();
+      if (!too_large) body.append(data, n);
+      return !too_large;
+    };
+    const bool multipart = req.is_multipart_form_data();
+    const bool ok =
+        multipart ? read([](const httplib::MultipartFormData&) { return true; }, keep) : read(keep);
+    if (too_large || res.status == 413) {  // counted here, or announced by Content-Length (and skipped)
+      if (too_large) HttpServer::close_after_response(res);  // the rest of it is still on its way
+      send_error(res, 413, "payload_too_large", too_large_message());
+      return false;
+    }
+    if (!ok) {
+      HttpServer::close_after_response(res);
+      send_error(res, 400, "invalid_body",
+                 "the request body could not be read: broken chunked or multipart framing, or the client "
+                 "stopped sending");
+      return false;
+    }
+    if (multipart) {
+      send_error(res, 415, "unsupported_media_type",
+                 "the request body must be a JSON object (Content-Type: application/json); "
+                 "multipart/form-data is not accepted");
+      return false;
+    }
+    return true;
+  }
+
+  void handle_generation(const std::string& body, httplib::Response& res, bool chat) {
     try {
       std::shared_ptr<Job> job;
       try {
-        job = std::make_shared<Job>(parse_job(req.body, chat));
+        job = std::make_shared<Job>(parse_job(body, chat));
       } catch (const Error& e) {  // the tokenizer or a validator refused the input
         throw HttpError(400, "invalid_request", e.what());
       }
@@ -534,8 +588,6 @@ struct Server::Impl {
   // ---- routes ----
 
   void setup_routes() {
-    const int threads = std::max(opt.http_threads, opt.max_queue + 4);
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
     http.set_payload_max_length(opt.max_body_bytes);
     http.set_read_timeout(opt.read_timeout_s, 0);
     // A client that announces a body over the limit and asks before sending it gets 413 without sending.
@@ -561,33 +613,53 @@ struct Server::Impl {
                       {"chat_format", chat_format_name(chat_format)}};
       res.set_content(dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
     });
-    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_generation(req, res, false);
-    });
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_generation(req, res, true);
-    });
+    // Every route that may carry a body reads it with read_body (a content reader): cpp-httplib never
+    // reads one itself, so its 8 KB cap on form-encoded bodies does not apply.
+    using BodyHandler = std::function<void(const httplib::Request&, httplib::Response&, const std::string&)>;
+    const auto with_body = [this](BodyHandler handle) {
+      return [this, handle](const httplib::Request& req, httplib::Response& res,
+                            const httplib::ContentReader& read) {
+        std::string body;
+        if (read_body(req, res, read, body)) handle(req, res, body);
+      };
+    };
+    http.Post("/v1/completions",
+              with_body([this](const httplib::Request&, httplib::Response& res, const std::string& body) {
+                handle_generation(body, res, false);
+              }));
+    http.Post("/v1/chat/completions",
+              with_body([this](const httplib::Request&, httplib::Response& res, const std::string& body) {
+                handle_generation(body, res, true);
+              }));
 
     // Known paths with the wrong method: 405 with the method that works.
     const auto not_allowed = [](const char* allowed) {
-      return [allowed](const httplib::Request& req, httplib::Response& res) {
+      return [allowed](const httplib::Request& req, httplib::Response& res, const std::string& = {}) {
         res.set_header("Allow", allowed);
         send_error(res, 405, "method_not_allowed",
                    fmt::format("{} {}: use {}", req.method, req.path, allowed));
       };
     };
     for (const char* path : {"/health", "/v1/models"}) {
-      http.Post(path, not_allowed("GET"));
-      http.Put(path, not_allowed("GET"));
-      http.Patch(path, not_allowed("GET"));
-      http.Delete(path, not_allowed("GET"));
+      http.Post(path, with_body(not_allowed("GET")));
+      http.Put(path, with_body(not_allowed("GET")));
+      http.Patch(path, with_body(not_allowed("GET")));
+      http.Delete(path, with_body(not_allowed("GET")));
     }
     for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
       http.Get(path, not_allowed("POST"));
-      http.Put(path, not_allowed("POST"));
-      http.Patch(path, not_allowed("POST"));
-      http.Delete(path, not_allowed("POST"));
+      http.Put(path, with_body(not_allowed("POST")));
+      http.Patch(path, with_body(not_allowed("POST")));
+      http.Delete(path, with_body(not_allowed("POST")));
     }
+    // Unknown paths: the body read (and dropped) like any other, then 404.
+    const auto not_found = [](const httplib::Request& req, httplib::Response& res, const std::string&) {
+      send_error(res, 404, "not_found", fmt::format("no such endpoint: {} {}", req.method, req.path));
+    };
+    http.Post(".*", with_body(not_found));
+    http.Put(".*", with_body(not_found));
+    http.Patch(".*", with_body(not_found));
+    http.Delete(".*", with_body(not_found));
 
     // Whatever httplib answers by itself (unknown path, body too large, malformed HTTP) gets a JSON body.
     http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
@@ -598,11 +670,19 @@ struct Server::Impl {
           send_error(res, 404, "not_found", fmt::format("no such endpoint: {} {}", req.method, req.path));
           break;
         case 413:
-          send_error(
-              res, 413, "payload_too_large",
-              fmt::format("the request body is larger than the limit of {} bytes", opt.max_body_bytes));
+          // Ours: a Content-Length over the limit with Expect: 100-continue, refused before the body came
+          // (whether the client sends it anyway is unknown: the connection closes). Or, with a body read,
+          // cpp-httplib's cap on form-encoded bodies, for a method none of the routes takes.
+          if (req.body.empty()) HttpServer::close_after_response(res);
+          send_error(res, 413, "payload_too_large",
+                     req.body.empty()
+                         ? too_large_message()
+                         : fmt::format("form-encoded bodies (application/x-www-form-urlencoded) are limited "
+                                       "to {} bytes here; send JSON with Content-Type: application/json",
+                                       CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH));
           break;
-        default:
+        default:  // malformed HTTP (400), a URI over 8 KB (414), ...: what follows cannot be trusted
+          HttpServer::close_after_response(res);
           send_error(res, res.status, res.status >= 500 ? "internal_error" : "bad_request",
                      res.status == 400 ? std::string("malformed HTTP request")
                                        : fmt::format("the request failed with HTTP status {}", res.status));

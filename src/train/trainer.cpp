@@ -279,6 +279,24 @@ void Trainer::save_state(const fs::path& dir) {
   fs::remove_all(old);
 }
 
+bool recover_state(const fs::path& dir) {
+  auto complete = [](const fs::path& d) { return fs::is_regular_file(d / kStateFile); };
+  if (complete(dir)) return true;
+  fs::path tmp = dir, old = dir;
+  tmp += ".tmp";
+  old += ".old";
+  // save_state writes the state file last and atomically: a .tmp that has one is whole. A kill between
+  // save_state's two renames leaves exactly that (and the previous state in .old).
+  for (const fs::path& d : {tmp, old})
+    if (complete(d)) {
+      fs::remove_all(dir);
+      fs::rename(d, dir);
+      fs::remove_all(old);  // superseded when .tmp was recovered; already moved when it was .old
+      return true;
+    }
+  return false;
+}
+
 void Trainer::load_state(const fs::path& dir) {
   const fs::path sf = dir / kStateFile;
   TL_CHECK(fs::is_regular_file(sf), "resume: {} has no {}", dir.string(), kStateFile);

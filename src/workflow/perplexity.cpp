@@ -12,6 +12,7 @@
 #endif
 #include "cpu/threads.hpp"
 #include "deploy/import.hpp"
+#include "deploy/open_model.hpp"
 #include "io/checkpoint.hpp"
 #include "text/corpus.hpp"
 #include "text/token_file.hpp"
@@ -62,23 +63,27 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
     p.corpus = parse_corpus_kind(opt.corpus);
     p.input = opt.input;
     p.split = parse_split(opt.split);
-    p.split_given = true;
     std::error_code ec;
     const bool single_file = !opt.input.empty() && fs::is_regular_file(opt.input, ec);
-    if (single_file) p.split_given = false;  // the file is the split
+    // A default split applies only to a corpus with splits; a single file is then its own split.
+    p.split_given = opt.split_given || (!single_file && corpus_has_splits(p.corpus, opt.input));
     switch (opt.ppl.protocol) {
       case PplProtocol::Seed:
         p.protocol = PrepProtocol::Seed;
         break;
       case PplProtocol::Llama:
       case PplProtocol::Window:
-        p.protocol = single_file && p.corpus != CorpusKind::Jsonl ? PrepProtocol::Raw : PrepProtocol::Plain;
+        // Raw (the file's bytes as stored, llama-perplexity's way) is for one WikiText or text file; the
+        // corpora ternlab splits into documents (kjv, sotu, moby-dick, JSONL) are read as plain text.
+        p.protocol = single_file && (p.corpus == CorpusKind::WikiText || p.corpus == CorpusKind::Text)
+                         ? PrepProtocol::Raw
+                         : PrepProtocol::Plain;
         p.bos = opt.ppl.protocol == PplProtocol::Llama;
         break;
     }
     PreparedTokens prep = prepare_corpus(p, tok);
     tokens = std::move(prep.tokens);
-    run.split = single_file ? "" : std::string(split_name(p.split));
+    run.split = p.split_given ? std::string(split_name(p.split)) : "";
     run.input = prep.inputs.size() == 1 ? prep.inputs[0].string()
                                         : (prep.inputs.empty() ? "" : prep.inputs[0].parent_path().string());
     run.preparation = std::string(prep_protocol_name(p.protocol)) + (p.bos ? " + BOS" : "");
@@ -156,20 +161,14 @@ PplResult evaluate_perplexity(const Model& model, const PplData& data) {
 }
 
 PplRun run_perplexity(const PplRunOptions& opt) {
-  std::error_code ec;
-  if (fs::is_regular_file(opt.checkpoint, ec)) {  // a GGUF file: its own tokenizer, scored on the reference
-    ImportOptions io;
-    io.hidden_act = opt.hidden_act;
-    GgufModel g = import_gguf(opt.checkpoint, io);
-    log_info("ppl: {}", g.format.describe());
-    PplData data = prepare_perplexity(opt, g.model, &g.tokenizer);
-    data.run.result = evaluate_perplexity(g.model, data);
-    return std::move(data.run);
-  }
-  TL_CHECK(opt.hidden_act.empty(), "ppl: --hidden-act applies to GGUF files only");
-  const Model model = load_checkpoint(opt.checkpoint);
-  PplData data = prepare_perplexity(opt, model);
-  data.run.result = evaluate_perplexity(model, data);
+  OpenOptions oo;
+  oo.hidden_act = opt.hidden_act;
+  // A GGUF file brings its own tokenizer; a checkpoint's is read by prepare_perplexity when it encodes text.
+  oo.read_tokenizer = is_gguf_file(opt.checkpoint);
+  const OpenedModel opened = open_model(opt.checkpoint, oo);
+  if (opened.gguf) log_info("ppl: {}", opened.gguf->describe());  // scored on the reference
+  PplData data = prepare_perplexity(opt, opened.model, opened.tokenizer ? &*opened.tokenizer : nullptr);
+  data.run.result = evaluate_perplexity(opened.model, data);
   return std::move(data.run);
 }
 

@@ -18,6 +18,9 @@ struct PplRunOptions {
   std::string corpus = "brown";      // brown | wikitext | text | jsonl | tokens
   std::filesystem::path input;       // corpus file/dir (default Brown dir) or the token file
   std::string split = "test";
+  // Whether `split` was asked for (`ternlab ppl --split`): then it applies, or is refused where the input has
+  // no splits. When not, it is the default for a corpus with splits, and a single file is its own split.
+  bool split_given = false;
   PplOptions ppl;
   Device device = Device::Cpu;  // cuda: scored by cuda::DeviceModel (NLL on the GPU)
 };

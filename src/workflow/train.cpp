@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "core/error.hpp"
 #include "core/file.hpp"
@@ -83,13 +85,41 @@ PplData validation_data(const TrainRunOptions& opt, const Model& m) {
 class CsvLog {
  public:
   // Resuming appends to the log of the interrupted run (a missing log starts afresh).
-  CsvLog(const fs::path& path, bool resume) {
+  CsvLog(const fs::path& path, bool resume) : path_(path) {
     if (!process_group().writes_outputs()) return;  // rank 0 keeps the log
     std::error_code ec;
     const bool append = resume && fs::exists(path, ec);
     f_.open(path, append ? std::ios::app : std::ios::trunc);
     TL_CHECK(bool(f_), "train: cannot write {}", path.string());
     if (!append) f_ << "run,step,loss,lr,grad_norm,tokens,seconds\n";
+  }
+  // A resumed run goes on from its last saved step: the rows the interrupted run logged after it are
+  // dropped, so no step appears twice.
+  void cut_after(const std::string& run, int64_t step) {
+    if (!f_.is_open()) return;
+    f_.close();
+    std::istringstream in(read_file(path_));
+    std::string out, line;
+    size_t dropped = 0;
+    while (std::getline(in, line)) {
+      const size_t c1 = line.find(','), c2 = c1 == std::string::npos ? c1 : line.find(',', c1 + 1);
+      if (c2 != std::string::npos && line.compare(0, c1, run) == 0 && c1 == run.size()) {
+        int64_t s = 0;
+        const auto [end, ec] = std::from_chars(line.data() + c1 + 1, line.data() + c2, s);
+        if (ec == std::errc() && end == line.data() + c2 && s > step) {
+          ++dropped;
+          continue;
+        }
+      }
+      out += line + "\n";
+    }
+    if (dropped) {
+      write_file_atomic(path_, out);
+      log_info("{}: dropped {} log rows after step {} (logged after the last saved state)", run, dropped,
+               step);
+    }
+    f_.open(path_, std::ios::app);
+    TL_CHECK(bool(f_), "train: cannot write {}", path_.string());
   }
   void row(const std::string& run, const train::StepLog& s) {
     if (!f_.is_open()) return;
@@ -99,6 +129,7 @@ class CsvLog {
   }
 
  private:
+  fs::path path_;
   std::ofstream f_;
 };
 
@@ -188,11 +219,12 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   const fs::path state_dir = opt.out_dir / state_name(name);
   const int64_t val_tokens = val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
   train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, val_tokens));
-  if (opt.resume && fs::exists(state_dir / "trainer_state.json")) {
+  if (opt.resume && train::recover_state(state_dir)) {
     tr.load_state(state_dir);
     log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps,
              state_dir.string());
   }
+  if (opt.resume) csv.cut_after(name, tr.steps_done());
   const int64_t total = opt.train.steps;
   const int64_t first = tr.steps_done();
   int64_t tokens_done = 0;
@@ -408,7 +440,23 @@ TrainRunResult start(const TrainRunOptions& opt, const std::string& command, Mod
 
 }  // namespace
 
+// --resume with nothing saved would silently start from step 0: refuse instead.
+static void require_saved_state(const TrainRunOptions& opt, const char* command) {
+  if (!opt.resume) return;
+  std::error_code ec;
+  if (fs::is_directory(opt.out_dir, ec))
+    for (const auto& e : fs::directory_iterator(opt.out_dir, ec))
+      if (e.path().filename().string().starts_with("state-") &&
+          fs::is_regular_file(e.path() / "trainer_state.json"))
+        return;
+  fail(
+      "{}: --resume, but {} holds no saved training state (no state-*/trainer_state.json); run without "
+      "--resume to start afresh",
+      command, opt.out_dir.string());
+}
+
 TrainRunResult run_pretrain(const TrainRunOptions& opt) {
+  require_saved_state(opt, "pretrain");
   const auto t0 = Clock::now();
   Model m;
   std::vector<int32_t> tokens;
@@ -440,6 +488,7 @@ TrainRunResult run_finetune(const FinetuneOptions& fo) {
     TL_CHECK(std::isfinite(l) && l >= 0 && l < 100, "finetune: every level must be in [0, 100), found {}", l);
   TL_CHECK(fo.method != PruneMethod::NM,
            "finetune: N:M pruning has no level; use seed, global, per-tensor or random");
+  require_saved_state(opt, "finetune");
   const auto t0 = Clock::now();
   Model start_model;
   std::vector<int32_t> tokens;

@@ -85,7 +85,7 @@ TEST_F(Cli, ImpossibleFlagsFailClearly) {
   EXPECT_THAT(r.out, HasSubstr("unknown perplexity protocol 'wiki'"));
   r = run("ppl --ctx 1 " + ck);
   EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("--ctx must be at least 2"));
+  EXPECT_THAT(r.out, HasSubstr("--ctx: must be at least 2, found 1"));
   r = run("ppl --protocol window --ctx 1024 " + ck);  // the tiny model has 256 positions
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("max_position_embeddings"));
@@ -99,6 +99,44 @@ TEST_F(Cli, ImpossibleFlagsFailClearly) {
   EXPECT_THAT(r.out, HasSubstr("unknown model preset 'huge'"));
   r = run("init --layers -2 -o " + (dir_ / "x").string());
   EXPECT_NE(r.code, 0);
+  // 0 is not "the default" when typed: each is refused, naming the flag.
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"ppl --ctx 0 " + ck, "--ctx: must be at least 2, found 0"},
+           {"generate --ctx 0 -p hi " + ck, "--ctx: must be at least 1, found 0"},
+           {"chat --ctx 0 -m hi " + ck, "--ctx: must be at least 1, found 0"},
+           {"init --preset tiny --hidden 0 -o " + (dir_ / "x").string(),
+            "--hidden: must be at least 1, found 0"},
+           {"init --preset tiny --ctx 0 -o " + (dir_ / "x").string(),
+            "--ctx: must be at least 1, found 0"}}) {
+    r = run(args);
+    EXPECT_NE(r.code, 0) << args;
+    EXPECT_THAT(r.out, HasSubstr(message)) << args;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
+}
+
+// A corpus without splits (a directory of text files) is read whole when --split is not given, and refused
+// when it is; an empty input gives no token file.
+TEST_F(Cli, CorporaWithoutSplits) {
+  const std::string ck = (dir_ / "tiny").string();
+  const fs::path texts = dir_ / "texts";
+  fs::create_directories(texts);
+  std::string body;
+  for (int i = 0; i < 400; ++i)
+    body += "The quick brown fox jumps over the lazy dog number " + std::to_string(i) + ".\n";
+  std::ofstream(texts / "a.txt") << body;
+  auto r = run("-q ppl --json --corpus text --input " + texts.string() + " --windows 2 " + ck);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(last_json(r.out)["split"], "");
+  r = run("-q ppl --json --corpus text --input " + texts.string() + " --split test --windows 2 " + ck);
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("has no splits"));
+  std::ofstream(dir_ / "empty.txt") << "";
+  r = run("data prepare --tokenizer " + ck + " --corpus text --input " + (dir_ / "empty.txt").string() +
+          " -o " + (dir_ / "empty.tok").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("gave no tokens"));
+  EXPECT_FALSE(fs::exists(dir_ / "empty.tok"));
 }
 
 TEST_F(Cli, InitNeverOverwritesWithoutForce) {
@@ -280,6 +318,31 @@ TEST_F(Cli, PretrainFinetuneSnapEndToEnd) {
               1e-9);
   r = run("-q ppl " + (sn / "packed").string() + " --split validation --windows 2 --json");
   ASSERT_EQ(r.code, 0) << r.out;
+}
+
+// --resume: refused when nothing was saved; finds a state a kill left in state-*.tmp; drops the log rows an
+// interrupted run wrote after its last saved state (no step twice).
+TEST_F(Cli, ResumeFindsTheStateOrRefuses) {
+  const fs::path pt = dir_ / "resumed";
+  const std::string base = "-q pretrain " + (dir_ / "tiny").string() + " -o " + pt.string() +
+                           " --batch 2 --seq-len 32 --windows 2 --log-every 0 --steps 6 --warmup 2";
+  auto r = run(base + " --resume");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--resume, but " + pt.string() + " holds no saved training state"));
+  ASSERT_EQ(run(base).code, 0);
+  // A kill between save_state's renames: the complete new state is still named .tmp.
+  fs::rename(pt / "state-pretrain", pt / "state-pretrain.tmp");
+  {
+    std::ofstream log(pt / "train_log.csv", std::ios::app);
+    log << "pretrain,7,1.0,0.001,1,64,0.1\npretrain,8,1.0,0.001,1,64,0.1\n";  // logged after the last save
+  }
+  r = run(base + " --resume --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(pt / "state-pretrain" / "trainer_state.json"));
+  EXPECT_FALSE(fs::exists(pt / "state-pretrain.tmp"));
+  const std::string log = slurp(pt / "train_log.csv");
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 7) << log;  // header + steps 1..6, once each
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("pretrain,7,")));
 }
 
 TEST_F(Cli, TrainingBadFlagsFailBeforeTheCheckpoint) {

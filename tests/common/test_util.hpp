@@ -47,7 +47,7 @@ struct CommandResult {
 // Unnamed ones are numbered, so several can live in one test.
 class TempDir {
  public:
-  TempDir() : TempDir("d" + std::to_string(next_number())) {}
+  TempDir() : TempDir(std::to_string(next_number()).append("_d")) {}
   explicit TempDir(const std::string& name, const std::string& prefix = "tl_test_")
       : path_(std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()) + "_" + name)) {
     std::filesystem::remove_all(path_);

@@ -69,6 +69,31 @@ TEST(ExportCli, EveryTypeFromAnInitCheckpoint) {
   EXPECT_EQ(j.at("embed_type"), "F32");
   EXPECT_EQ(j.at("file_type"), 40);
   EXPECT_EQ(import_gguf(out).format.name, "mine");
+
+  // `info` opens every format the front door opens: the GGUF's codes are the checkpoint's.
+  const auto info_ck = run_command(kBin + " -q info --json " + q(dir / "ck"));
+  const auto info_gguf = run_command(kBin + " -q info --json " + q(dir / "tq2_0.gguf"));
+  ASSERT_EQ(info_ck.code, 0) << info_ck.out;
+  ASSERT_EQ(info_gguf.code, 0) << info_gguf.out;
+  const auto jc = nlohmann::json::parse(info_ck.out), jg = nlohmann::json::parse(info_gguf.out);
+  EXPECT_EQ(jc.at("format"), "checkpoint");
+  EXPECT_EQ(jg.at("format"), "gguf");
+  EXPECT_EQ(jg.at("gguf").at("arch"), "bitnet");
+  for (const char* k :
+       {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "vocab_size", "max_position_embeddings", "hidden_act"})
+    EXPECT_EQ(jg.at("config").at(k), jc.at("config").at(k)) << k;
+  EXPECT_EQ(jg.at("config").at("quantization_mode"), "offline");  // a GGUF's scales are fixed by the file
+  EXPECT_EQ(jg.at("params").at("linear"), jc.at("params").at("linear"));
+  for (const char* k : {"code_neg", "code_zero", "code_pos"})
+    EXPECT_NEAR(double(jg.at("ternary").at(k)), double(jc.at("ternary").at(k)), 1e-12) << k;
+  const auto plain = run_command(kBin + " -q info --summary " + q(dir / "tq2_0.gguf"));
+  ASSERT_EQ(plain.code, 0) << plain.out;
+  EXPECT_THAT(plain.out, HasSubstr("GGUF: "));
+  const fs::path not_gguf = dir.write("notes.txt", "not a model");
+  const auto bad = run_command(kBin + " info " + q(not_gguf));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_THAT(bad.out, HasSubstr("neither a checkpoint directory nor a GGUF file"));
 }
 
 TEST(ExportCli, RefusalsLeaveNoFile) {

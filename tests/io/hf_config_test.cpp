@@ -210,6 +210,41 @@ TEST(HfConfigMalformed, UnknownActivation) {
               HasSubstr("cfg.json: hidden_act 'gelu' is not supported (expected relu2"));
 }
 
+TEST(HfConfigMalformed, NullActivationIsNotTheDefault) {
+  EXPECT_THAT(bad([](auto& j) { j["hidden_act"] = nullptr; }),
+              HasSubstr("cfg.json: hidden_act is null (expected \"relu2\""));
+}
+
+// Sizes no machine holds are refused at once, naming the file, the key, the value and the limit (they used to
+// end in an anonymous out-of-memory after a minute).
+TEST(HfConfigMalformed, HugeSizesAreRefusedByKey) {
+  const int64_t two40 = int64_t(1) << 40;
+  EXPECT_THAT(bad([&](auto& j) { j["hidden_size"] = two40; }),
+              HasSubstr("cfg.json: config: hidden_size = 1099511627776 exceeds ternlab's limit of 65536"));
+  EXPECT_THAT(bad([&](auto& j) { j["intermediate_size"] = two40; }),
+              HasSubstr("intermediate_size = 1099511627776 exceeds ternlab's limit of 262144"));
+  EXPECT_THAT(bad([&](auto& j) { j["vocab_size"] = two40; }),
+              HasSubstr("vocab_size = 1099511627776 exceeds ternlab's limit of 4194304"));
+  EXPECT_THAT(bad([&](auto& j) { j["max_position_embeddings"] = two40; }),
+              HasSubstr("max_position_embeddings = 1099511627776 exceeds ternlab's limit of 1048576"));
+  EXPECT_THAT(bad([](auto& j) { j["max_position_embeddings"] = int64_t(1) << 62; }),
+              HasSubstr("max_position_embeddings = 4611686018427387904 exceeds"));
+  EXPECT_THAT(bad([](auto& j) { j["num_hidden_layers"] = 1000000; }),
+              HasSubstr("num_hidden_layers = 1000000 exceeds ternlab's limit of 1024"));
+  EXPECT_THAT(bad([](auto& j) { j["num_key_value_heads"] = 40; }),
+              HasSubstr("num_key_value_heads (40) exceeds num_attention_heads (20)"));
+  // Each key within its bound, the product not.
+  EXPECT_THAT(bad([](auto& j) {
+                j["hidden_size"] = 65536;
+                j["num_attention_heads"] = 512;
+                j["num_key_value_heads"] = 512;
+                j["intermediate_size"] = 262144;
+                j["num_hidden_layers"] = 1024;
+              }),
+              HasSubstr("parameters (hidden_size 65536, intermediate_size 262144, 1024 layers, vocab 128256) "
+                        "exceed ternlab's limit"));
+}
+
 TEST(HfConfigMalformed, BadQuantizationMode) {
   EXPECT_THAT(bad([](auto& j) { j["quantization_config"]["quantization_mode"] = "dynamic"; }),
               HasSubstr("quantization_config.quantization_mode 'dynamic' is not supported"));

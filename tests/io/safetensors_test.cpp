@@ -84,16 +84,21 @@ TEST(Safetensors, WriteReadRoundTrip) {
   EXPECT_THAT(error_of([&] { f.read_f32(*f.find("d.u8")); }), HasSubstr("U8 cannot be read as float"));
 }
 
-TEST(Safetensors, AcceptsGapsAndTrailingBytes) {
+TEST(Safetensors, AcceptsGapsButNotTrailingBytes) {
   // Not contiguous, but nothing can be misread: allowed.
-  const auto h = parse_safetensors(raw_safetensors(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},
-                          "b":{"dtype":"U8","shape":[],"data_offsets":[0,1]}})",
-                                                   16),
-                                   "x");
+  const char* header = R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},
+                          "b":{"dtype":"U8","shape":[],"data_offsets":[0,1]}})";
+  const auto h = parse_safetensors(raw_safetensors(header, 6), "x");
   ASSERT_EQ(h.tensors.size(), 2u);
   EXPECT_EQ(h.tensors[0].name, "a");  // header order kept
   EXPECT_EQ(h.tensors[1].numel(), 1u);
   EXPECT_TRUE(h.metadata.empty());
+  // Bytes after the last tensor: damaged or foreign (the reference implementation refuses them too).
+  EXPECT_THAT(
+      error_of([&] { parse_safetensors(raw_safetensors(header, 16), "x"); }),
+      HasSubstr("x: 10 bytes after the end of the last tensor's data (tensors end at byte 6 of a 16-byte"));
+  EXPECT_THAT(error_of([&] { parse_safetensors(raw_safetensors("{}", 3), "x"); }),
+              HasSubstr("x: 3 bytes after the end of the last tensor's data"));
 }
 
 // ---- malformed files ----

@@ -115,6 +115,12 @@ Reply get(int port, const std::string& path) {
   httplib::Client c("127.0.0.1", port);
   return to_reply(c.Get(path.c_str()));
 }
+// A POST with the given Content-Type ("": none).
+Reply post_as(int port, const std::string& path, const std::string& body, const std::string& content_type) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  return to_reply(c.Post(path.c_str(), body, content_type.c_str()));
+}
 
 // The events of a Server-Sent Events body; `done` when it ended with "data: [DONE]".
 struct Events {
@@ -185,6 +191,29 @@ int connect_loopback(int port) {
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return fd;
+}
+
+// Sends raw bytes on a new connection and returns everything the server answers until it closes.
+std::string raw_exchange(int port, const std::string& bytes) {
+  const int fd = connect_loopback(port);
+  if (fd < 0) return "no connection";
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += size_t(n);
+  }
+  std::string answer;
+  char buf[1024];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, size_t(n));
+  ::close(fd);
+  return answer;
+}
+
+// The JSON body of a raw HTTP answer.
+json body_of(const std::string& answer) {
+  const size_t at = answer.find("\r\n\r\n");
+  return at == std::string::npos ? json() : json::parse(answer.substr(at + 4), nullptr, false);
 }
 
 // ---- the shared server ----
@@ -406,6 +435,107 @@ TEST_F(ServerTest, OversizedBodyIs413) {
   EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
 }
 
+// `curl -d @file` sends application/x-www-form-urlencoded; cpp-httplib refuses such bodies over 8 KB on
+// its own (413). The API is JSON whatever the Content-Type says, up to the server's own limit.
+TEST_F(ServerTest, JsonBodiesOver8KbAreAcceptedWhateverTheContentType) {
+  const json request = {
+      {"prompt", "Hi"}, {"max_tokens", 3}, {"temperature", 0}, {"padding", std::string(20 << 10, 'x')}};
+  for (const std::string type :
+       {"application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8", ""}) {
+    const Reply r = post_as(port_, "/v1/completions", request.dump(), type);
+    EXPECT_EQ(r.status, 200) << "Content-Type '" << type << "': " << r.raw;
+    EXPECT_EQ(r.body["usage"]["completion_tokens"], 3) << type;
+  }
+  json chat = {
+      {"messages", json::array({{{"role", "user"}, {"content", std::string(12 << 10, ' ') + "Hi"}}})},
+      {"max_tokens", 2},
+      {"temperature", 0}};
+  const Reply c = post_as(port_, "/v1/chat/completions", chat.dump(), "application/x-www-form-urlencoded");
+  EXPECT_EQ(c.status, 200) << c.raw;
+  // A form-encoded body that is not JSON is refused as such, not as too large.
+  expect_error(post_as(port_, "/v1/completions", "prompt=" + std::string(10 << 10, 'a'),
+                       "application/x-www-form-urlencoded"),
+               400, "invalid_json");
+  // Paths without a body of their own answer 404 / 405, not 413.
+  expect_error(post_as(port_, "/v1/nothing", request.dump(), "application/x-www-form-urlencoded"), 404,
+               "not_found");
+  expect_error(post_as(port_, "/health", request.dump(), "application/x-www-form-urlencoded"), 405,
+               "method_not_allowed");
+  // multipart/form-data is not JSON: 415, saying what to send.
+  const std::string multipart =
+      "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nHi\r\n--XyZ--\r\n";
+  const Reply m = post_as(port_, "/v1/completions", multipart, "multipart/form-data; boundary=XyZ");
+  expect_error(m, 415, "unsupported_media_type");
+  EXPECT_NE(m.body["error"]["message"].get<std::string>().find("application/json"), std::string::npos)
+      << m.raw;
+  EXPECT_EQ(get(port_, "/health").status, 200);
+}
+
+// A 413 names the limit that fired: this server's (256 KiB here), whatever the Content-Type and framing.
+TEST_F(ServerTest, OversizedBodiesNameTheLimitThatFired) {
+  const std::string big = json{{"prompt", std::string(300 << 10, 'a')}}.dump();
+  for (const std::string type : {"application/x-www-form-urlencoded", "application/json", ""}) {
+    const Reply r = post_as(port_, "/v1/completions", big, type);
+    expect_error(r, 413, "payload_too_large");
+    EXPECT_NE(r.raw.find("262144 bytes"), std::string::npos) << type << ": " << r.raw;
+  }
+  // A chunked body has no Content-Length to check up front: it is counted as it arrives.
+  std::string chunked =
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+  for (size_t at = 0; at < big.size(); at += 4096) {
+    const std::string part = big.substr(at, 4096);
+    chunked += fmt::format("{:x}\r\n{}\r\n", part.size(), part);
+  }
+  chunked += "0\r\n\r\n";
+  const std::string answer = raw_exchange(port_, chunked);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer.substr(0, 300);
+  EXPECT_EQ(body_of(answer)["error"]["code"], "payload_too_large") << answer.substr(0, 300);
+  EXPECT_NE(answer.find("262144 bytes"), std::string::npos) << answer.substr(0, 300);
+  EXPECT_EQ(get(port_, "/health").status, 200);
+}
+
+// Integers too large for the field (or for any integer type) are reported as such: field, value, range.
+TEST_F(ServerTest, OutOfRangeIntegersNameTheFieldTheValueAndTheRange) {
+  struct Case {
+    std::string field;
+    json value;
+    std::string shown, range;
+  };
+  const std::vector<Case> cases = {
+      {"max_tokens", 1e30, "1e+30", "[0, 2147483647]"},
+      {"max_tokens", uint64_t(1) << 63, "9223372036854775808", "[0, 2147483647]"},
+      {"max_tokens", ~uint64_t(0), "18446744073709551615", "[0, 2147483647]"},
+      {"max_tokens", int64_t(1) << 31, "2147483648", "[0, 2147483647]"},
+      {"max_tokens", -5, "-5", "[0, 2147483647]"},
+      {"max_completion_tokens", 1e19, "1e+19", "[0, 2147483647]"},
+      {"top_k", uint64_t(1) << 63, "9223372036854775808", "[0, 2147483647]"},
+      {"top_k", 1e30, "1e+30", "[0, 2147483647]"},
+      {"top_k", -3, "-3", "[0, 2147483647]"},
+      {"top_k", 2.5, "2.5", "[0, 2147483647]"},
+      {"repeat_last_n", -1e30, "-1e+30", "[-1, 2147483647]"},
+      {"repeat_last_n", uint64_t(1) << 63, "9223372036854775808", "[-1, 2147483647]"},
+  };
+  for (const Case& c : cases) {
+    const Reply r = post(port_, "/v1/completions", json{{"prompt", "hi"}, {c.field, c.value}});
+    expect_error(r, 400, "invalid_field");
+    const std::string message = r.body["error"]["message"].get<std::string>();
+    EXPECT_NE(message.find("'" + c.field + "'"), std::string::npos) << message;
+    EXPECT_NE(message.find(c.shown), std::string::npos) << message;
+    EXPECT_NE(message.find(c.range), std::string::npos) << message;
+  }
+  // n and best_of: anything but 1 is refused, however large.
+  for (const char* field : {"n", "best_of"}) {
+    const Reply r = post(port_, "/v1/completions", json{{"prompt", "hi"}, {field, (uint64_t(1) << 63) + 1}});
+    expect_error(r, 400, "invalid_field");
+  }
+  // Integral floats inside the range still count as integers.
+  const Reply ok = post(port_, "/v1/completions",
+                        json{{"prompt", "hi"}, {"max_tokens", 2.0}, {"top_k", 1e1}, {"temperature", 0}});
+  EXPECT_EQ(ok.status, 200) << ok.raw;
+  EXPECT_EQ(ok.body["usage"]["completion_tokens"], 2);
+}
+
 TEST_F(ServerTest, ConcurrentRequestsAllSucceedWithSequentialResults) {
   const int n = 6;
   const auto request = [](int i) {
@@ -523,6 +653,109 @@ TEST(ServerQueue, FullQueueAnswers503) {
   EXPECT_EQ(second.status, 200) << second.raw;
   EXPECT_EQ(first.body["choices"][0]["text"], second.body["choices"][0]["text"]);
   EXPECT_EQ(server.running() + server.waiting(), 0);
+  server.stop();
+}
+
+// Clients that connect and send nothing, or half a request head, and wait: as many as there are
+// connection threads (twice as many here) must not keep /health or a generation waiting.
+TEST(ServerSlowClients, HealthAnswersWhileIdleConnectionsAreOpen) {
+  set_log_level(LogLevel::Warn);
+  LoadedModel model = loaded(std::make_unique<Borrowed>(tiny_model()));
+  ServerOptions opt;
+  opt.port = 0;
+  opt.http_threads = 4;
+  opt.max_queue = 0;  // 4 request threads
+  Server server(model, opt);
+  const int port = server.start();
+  std::vector<int> idle;
+  for (int i = 0; i < 8; ++i) {
+    const int fd = connect_loopback(port);
+    ASSERT_GE(fd, 0);
+    if (i % 2 == 1) {
+      const std::string part = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";  // no blank line: never ends
+      ASSERT_EQ(::send(fd, part.data(), part.size(), MSG_NOSIGNAL), ssize_t(part.size()));
+    }
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(300ms);  // accepted and handed to the server's threads
+
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(5, 0);
+  c.set_read_timeout(5, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  const Reply health = to_reply(c.Get("/health"));
+  EXPECT_EQ(health.status, 200) << health.raw;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  t0 = std::chrono::steady_clock::now();
+  const Reply r =
+      to_reply(c.Post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}, {"temperature", 0}}.dump(),
+                      "application/json"));
+  EXPECT_EQ(r.status, 200) << r.raw;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  t0 = std::chrono::steady_clock::now();
+  server.stop();  // closes them rather than waiting for them
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  for (int fd : idle) ::close(fd);
+}
+
+// The request line and headers have header_timeout_s in all: a client trickling a byte at a time does
+// not extend it (a read timeout would restart with every byte), and an idle connection is closed.
+TEST(ServerSlowClients, RequestHeadsMustArriveWithinTheHeaderTimeout) {
+  set_log_level(LogLevel::Warn);
+  LoadedModel model = loaded(std::make_unique<Borrowed>(tiny_model()));
+  ServerOptions opt;
+  opt.port = 0;
+  opt.header_timeout_s = 1;
+  Server server(model, opt);
+  const int port = server.start();
+  const auto read_all = [](int fd) {
+    std::string answer;
+    char buf[1024];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, size_t(n));
+    return answer;
+  };
+
+  const int trickle = connect_loopback(port);
+  ASSERT_GE(trickle, 0);
+  std::atomic<bool> done{false};
+  std::thread sender([&] {  // 140 bytes, one each 50 ms: 7 s if nothing stopped it
+    const std::string head = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(100, 'a');
+    for (char ch : head) {
+      if (done || ::send(trickle, &ch, 1, MSG_NOSIGNAL) != 1) break;
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  const int silent = connect_loopback(port);
+  ASSERT_GE(silent, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string answer = read_all(trickle);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  done = true;
+  sender.join();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+  EXPECT_EQ(body_of(answer)["error"]["code"], "request_timeout") << answer;
+  EXPECT_EQ(read_all(silent), "");  // closed without a word
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  ::close(trickle);
+  ::close(silent);
+
+  // A kept-alive connection gets the same time for its next request, then closes.
+  const int kept = connect_loopback(port);
+  ASSERT_GE(kept, 0);
+  const std::string request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_EQ(::send(kept, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::string first = read_all(kept);
+  EXPECT_EQ(first.rfind("HTTP/1.1 200", 0), 0u) << first;
+  EXPECT_NE(first.find("\"status\":\"ok\""), std::string::npos) << first;
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 3s);
+  ::close(kept);
+
+  // A request head longer than the limit (32 KiB) is refused.
+  const std::string big = raw_exchange(
+      port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(33 << 10, 'a') + "\r\n\r\n");
+  EXPECT_EQ(big.rfind("HTTP/1.1 431", 0), 0u) << big.substr(0, 300);
+  EXPECT_EQ(get(port, "/health").status, 200);
   server.stop();
 }
 

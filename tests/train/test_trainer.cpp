@@ -194,6 +194,41 @@ TEST(Trainer, ResumeIsBitExact) {
   fs::remove_all(dir);
 }
 
+// A kill inside save_state, between moving the previous state to .old and the new one from .tmp: the new one
+// (complete: its state file is written last) is found; with no complete .tmp, the previous one in .old.
+TEST(Trainer, RecoversTheStateAKillLeftBesideTheDirectory) {
+  const auto data = phrase_stream(4096, 4);
+  TrainConfig c = small_config();
+  c.steps = 6;
+  const fs::path dir = temp_dir("recover");
+  Model m = tiny(9);
+  Trainer tr(m, c, data, {});
+  tr.step();
+  tr.save_state(dir / "at1");
+  tr.step();
+  tr.save_state(dir / "at2");
+  auto steps_in = [&](const fs::path& d) {
+    Model r = tiny(9);
+    Trainer t(r, c, data, {});
+    t.load_state(d);
+    return t.steps_done();
+  };
+  EXPECT_FALSE(recover_state(dir / "state"));  // nothing anywhere
+  fs::rename(dir / "at1", dir / "state.old");
+  fs::rename(dir / "at2", dir / "state.tmp");
+  ASSERT_TRUE(recover_state(dir / "state"));
+  EXPECT_EQ(steps_in(dir / "state"), 2);
+  EXPECT_FALSE(fs::exists(dir / "state.tmp"));
+  EXPECT_FALSE(fs::exists(dir / "state.old"));
+  // An incomplete .tmp (killed while writing it) beside the previous state in .old: the previous one.
+  fs::rename(dir / "state", dir / "state.old");
+  fs::create_directories(dir / "state.tmp");
+  ASSERT_TRUE(recover_state(dir / "state"));
+  EXPECT_EQ(steps_in(dir / "state"), 2);
+  EXPECT_TRUE(recover_state(dir / "state"));  // already in place
+  fs::remove_all(dir);
+}
+
 // A finished run's state has no AdamW moments (never read again; most of a 2B state); it still resumes as
 // finished with the same weights, and a state without moments that is not finished is refused.
 TEST(Trainer, FinishedStateKeepsNoMoments) {
