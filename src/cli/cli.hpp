@@ -43,6 +43,13 @@ inline CLI::Validator at_least(int64_t min) {
       fmt::format("INT>={}", min));
 }
 
+// --threads N, the one threads option: checked as the flags are read (0, the default: all cores). The command
+// applies it with set_num_threads where its threads may start.
+inline CLI::Option* add_threads_flag(CLI::App* cmd, int& threads,
+                                     const char* help = "threads (default: all cores)") {
+  return cmd->add_option("--threads", threads, help)->check(at_least(0));
+}
+
 // Shared output helper: true when stdout is a terminal.
 bool stdout_is_tty();
 

@@ -57,12 +57,10 @@ void run_actprune_cmd(ActPruneArgs& a) {
   validate(a.eval.ppl);
   if (a.eval.corpus != "tokens") parse_corpus_kind(a.eval.corpus);
   parse_split(a.eval.split);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
 
   const Model model = load_checkpoint(a.eval.checkpoint);
-  const fs::path tok_path =
-      a.eval.tokenizer.empty() ? a.eval.checkpoint / "tokenizer.json" : a.eval.tokenizer;
+  const fs::path tok_path = resolve_tokenizer_path(a.eval.checkpoint, a.eval.tokenizer);
   const Tokenizer tok = Tokenizer::from_file(tok_path);
   const PplData data = prepare_perplexity(a.eval, model);
   CpuModel cpu(model);
@@ -133,7 +131,7 @@ const Registrar reg("actprune", 55, [](CLI::App& app) {
   cmd->add_option("--max-new", a->opt.max_new, "new tokens per greedy generation")->capture_default_str();
   cmd->add_flag("--no-stop", a->no_stop, "run every level (the study stops a mode once PPL > 10x baseline)");
   cmd->add_flag("--no-natural", a->no_natural, "skip the natural-sparsity statistics of the baseline");
-  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->add_option("-o,--out", a->out_dir, "write actprune.json and actprune.md here");
   cmd->callback([a] { run_actprune_cmd(*a); });

@@ -104,7 +104,6 @@ class Conversation {
 void run_chat(ChatArgs& a) {
   validate(a.sampling);
   if (!a.chat_format.empty()) parse_chat_format(a.chat_format);  // refuse a bad name before loading
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   const LoadedModel m = load_language_model(a.model, a.load);
   Conversation chat(m, a);

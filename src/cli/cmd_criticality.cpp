@@ -43,7 +43,6 @@ void run_criticality_cmd(CritArgs& a) {
   TL_CHECK(a.texts >= 1, "--texts must be at least 1, found {}", a.texts);
   TL_CHECK(a.chars >= 1, "--chars must be at least 1, found {}", a.chars);
   TL_CHECK(a.max_tokens >= 1, "--max-tokens must be at least 1, found {}", a.max_tokens);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   CriticalityOptions opt;
   opt.eps = number_list_flag(a.eps, "--eps", false);
   opt.ftle_eps = number_list_flag(a.ftle_eps, "--ftle-eps", true);
@@ -60,7 +59,7 @@ void run_criticality_cmd(CritArgs& a) {
   require_device(device);
   set_num_threads(a.threads);
 
-  const fs::path tok_path = a.tokenizer.empty() ? a.checkpoint / "tokenizer.json" : a.tokenizer;
+  const fs::path tok_path = resolve_tokenizer_path(a.checkpoint, a.tokenizer);
   const Tokenizer tok = Tokenizer::from_file(tok_path);
   opt.bos_id = tok.bos_id();
   TL_CHECK(!a.exclude_bos || opt.bos_id >= 0, "--exclude-bos: the tokenizer {} has no BOS token",
@@ -192,7 +191,7 @@ const Registrar reg("criticality", 50, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--device", a->device, "cpu | cuda (the decoder blocks run on the GPU)")
       ->capture_default_str();
-  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->add_option("-o,--out", a->out_dir, "write criticality.json and criticality.md here");
   cmd->callback([a] { run_criticality_cmd(*a); });

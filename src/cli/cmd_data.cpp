@@ -20,20 +20,6 @@ void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(2).c_str());
 }
 
-fs::path tokenizer_json_path(const fs::path& p) {
-  std::error_code ec;
-  if (fs::is_directory(p, ec)) {
-    const fs::path f = p / "tokenizer.json";
-    TL_CHECK(fs::is_regular_file(f, ec), "--tokenizer {}: directory has no tokenizer.json", p.string());
-    return f;
-  }
-  TL_CHECK(fs::is_regular_file(p, ec),
-           "--tokenizer {}: no such file or directory, expected tokenizer.json or a "
-           "checkpoint directory holding one",
-           p.string());
-  return p;
-}
-
 struct PrepareArgs {
   std::string tokenizer, corpus = "brown", input, split, protocol = "seed", output, field = "text";
   bool bos = false, per_line = false, json = false;
@@ -69,7 +55,7 @@ void run_prepare(const PrepareArgs& a, bool split_given) {
     inputs += (spec.input.empty() ? default_corpus_input(spec.kind) : spec.input).string();
   }
 
-  const fs::path tok_path = tokenizer_json_path(a.tokenizer);
+  const fs::path tok_path = resolve_tokenizer_path({}, a.tokenizer);
   const std::string tok_bytes = read_file(tok_path);
   const Tokenizer tok = Tokenizer::from_json(tok_bytes, tok_path.string());
   TL_CHECK(tok.vocab_size() <= 0xffffffffu, "{}: vocabulary of {} tokens does not fit a token file",

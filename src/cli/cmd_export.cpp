@@ -49,7 +49,7 @@ void run_export(const ExportArgs& a) {
   std::error_code ec;
   TL_CHECK(a.force || !fs::exists(a.out, ec), "{} exists; pass --force to replace it", a.out.string());
   TL_CHECK(fs::is_directory(a.checkpoint, ec), "{}: not a checkpoint directory", a.checkpoint.string());
-  const fs::path tok_path = a.tokenizer.empty() ? a.checkpoint / "tokenizer.json" : a.tokenizer;
+  const fs::path tok_path = resolve_tokenizer_path(a.checkpoint, a.tokenizer);
   TL_CHECK(fs::exists(tok_path, ec), "{}: no tokenizer.json (pass --tokenizer)", a.checkpoint.string());
   opt.name = a.name;
   if (opt.name.empty()) opt.name = fs::weakly_canonical(a.checkpoint, ec).filename().string();

@@ -40,7 +40,7 @@ void add_model_flags(CLI::App* cmd, std::string& model, LoadOptions& load, int& 
   cmd->add_option("--backend", load.backend, "auto | engine (fast kernels) | reference (fp32)")
       ->capture_default_str();
   cmd->add_option("--tokenizer", load.tokenizer, "tokenizer.json to use instead of the model's");
-  cmd->add_option("--threads", threads, "threads (default: all cores)");
+  add_threads_flag(cmd, threads);
 }
 
 namespace {
@@ -56,7 +56,6 @@ struct GenerateArgs {
 
 void run_generate(GenerateArgs& a) {
   validate(a.sampling);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   LoadedModel m = load_language_model(a.model, a.load);
   SamplingParams p = a.sampling;

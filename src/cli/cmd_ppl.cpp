@@ -20,7 +20,7 @@ namespace {
 struct PplArgs {
   PplRunOptions opt;
   std::string protocol = "seed";
-  std::string engine = "reference";
+  std::string backend = "reference";  // the vocabulary of generate, chat, serve and bench
   std::string head = "auto";
   std::string device = "cpu";
   int threads = 0;
@@ -65,23 +65,22 @@ EngineRun run_engine_perplexity(const PplRunOptions& opt, const std::string& hea
 }
 
 void run_ppl(PplArgs& a) {
-  TL_CHECK(a.engine == "reference" || a.engine == "fast",
-           "ppl: --engine must be fast or reference, found '{}'", a.engine);
+  TL_CHECK(a.backend == "reference" || a.backend == "engine",
+           "ppl: --backend must be engine or reference, found '{}'", a.backend);
   TL_CHECK(a.head == "auto" || a.head == "f32" || a.head == "f16" || a.head == "i8",
            "ppl: --head must be auto, f32, f16 or i8, found '{}'", a.head);
-  TL_CHECK(a.engine == "fast" || a.head == "auto",
-           "ppl: --head {} needs --engine fast (the reference's LM head is always fp32)", a.head);
+  TL_CHECK(a.backend == "engine" || a.head == "auto",
+           "ppl: --head {} needs --backend engine (the reference's LM head is always fp32)", a.head);
   a.opt.ppl.protocol = parse_ppl_protocol(a.protocol);
   a.opt.device = parse_device(a.device);
-  TL_CHECK(a.opt.device == Device::Cpu || a.engine == "reference",
-           "ppl: --device cuda scores with the GPU model; --engine fast is the CPU engine");
+  TL_CHECK(a.opt.device == Device::Cpu || a.backend == "reference",
+           "ppl: --device cuda scores with the GPU model; --backend engine is the CPU engine");
   require_device(a.opt.device);  // before any file is read
   validate(a.opt.ppl);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   PplRun r;
   std::string head = "f32", isa;  // the reference: CpuModel's fp32 head
-  if (a.engine == "fast") {
+  if (a.backend == "engine") {
     EngineRun er = run_engine_perplexity(a.opt, a.head);
     r = std::move(er.run);
     head = er.head;
@@ -92,7 +91,7 @@ void run_ppl(PplArgs& a) {
   const auto& p = r.result;
   if (a.json) {
     nlohmann::json j = {{"checkpoint", r.checkpoint},
-                        {"engine", a.engine},
+                        {"backend", a.backend},
                         {"head", head},
                         {"protocol", p.protocol},
                         {"corpus", r.corpus},
@@ -116,12 +115,12 @@ void run_ppl(PplArgs& a) {
     return;
   }
   fmt::print("perplexity of {}\n", r.checkpoint);
-  if (a.engine == "fast")
-    fmt::print("  engine       fast ({} kernels), LM head {}\n", isa, head);
+  if (a.backend == "engine")
+    fmt::print("  backend      engine ({} kernels), LM head {}\n", isa, head);
   else if (a.opt.device == Device::Cuda)
-    fmt::print("  engine       cuda ({})\n", r.device);
+    fmt::print("  backend      cuda ({})\n", r.device);
   else
-    fmt::print("  engine       reference (fp32), LM head f32\n");
+    fmt::print("  backend      reference (fp32), LM head f32\n");
   fmt::print("  protocol     {} (ctx {}, {} windows, {} tokens scored)\n", p.protocol, p.ctx, p.windows,
              p.tokens_scored);
   fmt::print("  corpus       {}{}{} — {} tokens after {} preparation\n", r.corpus,
@@ -159,14 +158,14 @@ const Registrar reg("ppl", 30, [](CLI::App& app) {
   cmd->add_option("--windows", a->opt.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->opt.ppl.batch, "windows per forward pass")->capture_default_str();
-  cmd->add_option("--engine", a->engine,
-                  "reference (the fp32 CpuModel) | fast (the packed-kernel engine of generate and serve)")
+  cmd->add_option("--backend", a->backend,
+                  "reference (the fp32 CpuModel) | engine (the packed-kernel engine of generate and serve)")
       ->capture_default_str();
   cmd->add_option(
          "--head", a->head,
-         "fast engine's LM head: auto (as stored: f32 for checkpoints, f16 for GGUF) | f32 | f16 | i8")
+         "the engine's LM head: auto (as stored: f32 for checkpoints, f16 for GGUF) | f32 | f16 | i8")
       ->capture_default_str();
-  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->add_flag("--json", a->json, "machine-readable output");
   cmd->callback([a, split] {
     a->opt.split_given = split->count() > 0;

@@ -38,7 +38,6 @@ void run_serve(ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   validate(a.server.defaults);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   TL_CHECK(a.max_body_mib > 0, "--max-body must be > 0 MiB, found {}", a.max_body_mib);
   a.server.max_body_bytes = size_t(a.max_body_mib * 1024 * 1024);
   set_num_threads(a.threads);

@@ -28,7 +28,6 @@ void run_study_cmd(StudyArgs& a, const std::string& command) {
            a.precision);
   o.precision = a.precision == "bf16" ? ParamPrecision::Bf16 : ParamPrecision::Fp32;
   o.command = command;
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   study::validate(o);
   if (a.plan) {
@@ -87,7 +86,7 @@ const Registrar reg("study", 58, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--recompute", a->opt.recompute, "cuda: recompute activations in backward (less GPU memory)");
   cmd->add_option("--tokenizer", a->opt.tokenizer, "tokenizer.json (default: the model's)");
-  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->callback([a] { run_study_cmd(*a, command_line()); });
 });
 

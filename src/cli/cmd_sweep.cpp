@@ -29,7 +29,6 @@ void run_sweep_cmd(SweepArgs& a) {
   o.eval.device = parse_device(a.device);
   validate(o.eval.ppl);
   require_device(o.eval.device);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   const SweepResult r = run_sweep(o);
   if (!a.out_dir.empty()) write_sweep_outputs(r, a.out_dir);
@@ -71,7 +70,7 @@ const Registrar reg("sweep", 45, [](CLI::App& app) {
   cmd->add_option("--windows", a->opt.eval.ppl.max_windows,
                   "windows to score (default: seed 50 as the study, others all; -1 all)");
   cmd->add_option("--batch", a->opt.eval.ppl.batch, "windows per forward pass")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->add_option("--device", a->device, "cpu | cuda: where each point is scored")->capture_default_str();
   cmd->add_option("-o,--output", a->out_dir, "write sweep.json, sweep.md and sweep.svg here");
   cmd->add_flag("--json", a->json, "print everything as JSON");

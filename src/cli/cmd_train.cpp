@@ -70,7 +70,7 @@ void add_train_flags(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--save-every", o.save_every, "resumable state every N steps (0: at the end of a run)")
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume, "continue from the state in the output directory");
-  cmd->add_option("--threads", a.threads, "threads (default: all cores)");
+  add_threads_flag(cmd, a.threads);
   cmd->add_option("--device", a.device, "cpu | cuda: where steps and validation run")->capture_default_str();
   cmd->add_flag("--recompute", o.recompute, "cuda: recompute activations in backward (less memory)");
   cmd->add_flag("--shard-optimizer", o.shard_optimizer,
@@ -105,7 +105,6 @@ void prepare(TrainArgs& a) {
   if (t.warmup == -1) t.warmup = t.steps / 10;
   validate(t);  // impossible hyper-parameters fail before anything is read
   validate(a.opt.ppl);
-  TL_CHECK(a.threads >= 0, "--threads must be >= 0, found {}", a.threads);
   set_num_threads(a.threads);
   require_device(a.opt.device);
 }

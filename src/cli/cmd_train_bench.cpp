@@ -45,7 +45,7 @@ const Registrar reg("train-bench", 64, [](CLI::App& app) {
   cmd->add_option("--peak-tflops", a->peak_tflops, "the device's dense bf16 peak, for MFU")
       ->capture_default_str();
   cmd->add_option("--seed", a->opt.seed, "seed of the random tokens and sampling")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(cmd, a->threads, "CPU threads (default: all cores)");
   cmd->add_flag("--json", a->json, "print JSON");
   cmd->callback([a] {
     auto& o = a->opt;
@@ -61,7 +61,6 @@ const Registrar reg("train-bench", 64, [](CLI::App& app) {
              a->precision);
     o.train.precision = a->precision == "bf16" ? ParamPrecision::Bf16 : ParamPrecision::Fp32;
     o.peak_flops = a->peak_tflops * 1e12;
-    TL_CHECK(a->threads >= 0, "--threads must be >= 0, found {}", a->threads);
     set_num_threads(a->threads);
     const ProcessGroup& g = process_group();
     TL_CHECK(

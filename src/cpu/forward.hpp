@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "model/rope.hpp"
 
 namespace tl {
 
@@ -24,15 +25,7 @@ namespace tl {
 // out (N,C) = weight * (inp * rsqrt(mean(inp^2) + eps)), per row. out may alias inp.
 void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t N, int64_t C, float eps);
 
-// RoPE tables, computed in fp32 like torch: inv_freq[j] = 1 / theta^(2j/head_dim) (j < head_dim/2),
-// angle = pos * inv_freq[j], cos/sin of the fp32 angle.
-struct RopeTable {
-  int64_t head_dim = 0, max_pos = 0;
-  std::vector<float> cos, sin;  // each (max_pos, head_dim/2)
-  const float* cos_at(int64_t pos) const { return cos.data() + pos * (head_dim / 2); }
-  const float* sin_at(int64_t pos) const { return sin.data() + pos * (head_dim / 2); }
-};
-RopeTable make_rope_table(double theta, int64_t head_dim, int64_t max_pos);
+// RoPE tables: model/rope.hpp.
 
 // sum of x[i]^2 in double, as 8 partial sums in a fixed order: the RMSNorms of the reference, the engine and
 // the trainer all use it, so their bits agree. (One chain of dependent adds cost 4 cycles per value: 1.4 ms

@@ -34,6 +34,7 @@
 
 #include "core/error.hpp"
 #include "core/half.hpp"
+#include "model/i2s_layout.hpp"
 #include "model/quant.hpp"
 
 #define TL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -43,8 +44,8 @@
 namespace tl {
 namespace {
 
-constexpr int64_t kBlock = 128;      // elements per I2_S block
-constexpr int64_t kBlockBytes = 32;  // bytes per I2_S block
+constexpr int64_t kBlock = int64_t(I2sBlock::kCodes);       // elements per I2_S block
+constexpr int64_t kBlockBytes = int64_t(sizeof(I2sBlock));  // bytes per I2_S block
 constexpr int64_t kMaxK = int64_t(1) << 20;
 constexpr int64_t kMaxKI8 = (int64_t(1) << 17) - 1;  // 128*128*K < 2^31
 // The GEMM unpacks kPanelRows weight rows at a time into a panel of u8 codes laid out (K/4, kPanelRows, 4):
@@ -153,7 +154,7 @@ void decode_row(const uint8_t* packed, int64_t K, int8_t* weights) {
       const uint8_t* src = packed + b * kBlockBytes;
       int8_t* dst = weights + b * kBlock + 32 * g;
       for (int p = 0; p < 32; ++p) {
-        const int code = (src[p] >> (6 - 2 * g)) & 3;
+        const int code = (src[p] >> i2s_shift(g)) & 3;
         dst[p] = int8_t(code == 3 ? 0 : code - 1);
       }
     }
@@ -328,7 +329,7 @@ TL_TARGET_AVX2 void build_panel_avx2(const uint8_t* w, int64_t K, int64_t m0, in
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g)
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8 * g * kPanelRows * 4),
-                              _mm256_and_si256(_mm256_srli_epi32(v, 6 - 2 * g), low2));
+                              _mm256_and_si256(_mm256_srli_epi32(v, i2s_shift(g)), low2));
       }
     }
   }
@@ -1124,23 +1125,13 @@ KernelIsa best_kernel_isa() {
 void pack_i2s(const int8_t* codes, int64_t M, int64_t K, uint8_t* packed) {
   check_sizes("pack_i2s", M, K);
   TL_CHECK(K % kBlock == 0, "pack_i2s: K = {} is not a multiple of {}", K, kBlock);
-  for (int64_t m = 0; m < M; ++m) {
-    const int8_t* row = codes + m * K;
-    uint8_t* dst = packed + m * (K / 4);
+  for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < K / kBlock; ++b) {
-      const int8_t* blk = row + b * kBlock;
-      for (int64_t p = 0; p < 32; ++p) {
-        uint8_t byte = 0;
-        for (int64_t g = 0; g < 4; ++g) {
-          const int8_t c = blk[32 * g + p];
-          TL_CHECK(c >= -1 && c <= 1, "pack_i2s: code {} at row {}, column {} is not in {{-1, 0, 1}}", int(c),
-                   m, b * kBlock + 32 * g + p);
-          byte = uint8_t(byte | (uint8_t(c + 1) << (6 - 2 * g)));
-        }
-        dst[b * kBlockBytes + p] = byte;
-      }
+      const int8_t* blk = codes + m * K + b * kBlock;
+      const int bad = pack_i2s_block(blk, packed + m * (K / 4) + b * kBlockBytes);
+      TL_CHECK(bad < 0, "pack_i2s: code {} at row {}, column {} is not in {{-1, 0, 1}}", int(blk[bad]), m,
+               b * kBlock + bad);
     }
-  }
 }
 
 void unpack_i2s(const uint8_t* packed, int64_t M, int64_t K, int8_t* codes) {

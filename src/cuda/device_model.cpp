@@ -10,11 +10,11 @@
 #include <fmt/format.h>
 
 #include "core/error.hpp"
-#include "cpu/forward.hpp"
 #include "cuda/check.hpp"
 #include "cuda/gemm.hpp"
 #include "cuda/kernels.hpp"
 #include "cuda/profile.hpp"
+#include "model/rope.hpp"
 
 namespace tl::cuda {
 
@@ -50,18 +50,11 @@ namespace {
 // 496 ms step at the 2b4t shape, batch 64 (H200).
 constexpr int64_t kChunkElems = int64_t(1) << 28;
 
-int weight_mode(train::WeightQuantMode m) {
-  switch (m) {
-    case train::WeightQuantMode::Absmean:
-      return k::kAbsmean;
-    case train::WeightQuantMode::Fixed:
-      return k::kFixed;
-    case train::WeightQuantMode::RptFixed:
-      return k::kRptFixed;
-    case train::WeightQuantMode::Off:
-      return k::kOff;
-  }
-  return k::kOff;
+// The kernels take the one quantizer spec as a plain int.
+static_assert(k::kAbsmean == int(WeightQuant::Absmean) && k::kFixed == int(WeightQuant::Fixed) &&
+              k::kRptFixed == int(WeightQuant::RptFixed) && k::kOff == int(WeightQuant::Off));
+int weight_mode(WeightQuant m) {
+  return int(m);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "deploy/ternary_blocks.hpp"
 
+#include <cstddef>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -59,7 +60,7 @@ void encode_tq2_0(std::span<const int8_t> codes, uint16_t d_f16, std::span<uint8
         }
         o[32 * h + m] = byte;
       }
-    put_f16(o + 64, d_f16);
+    put_f16(o + offsetof(BlockTq2_0, d), d_f16);
   }
 }
 
@@ -81,23 +82,16 @@ void encode_tq1_0(std::span<const int8_t> codes, uint16_t d_f16, std::span<uint8
     };
     for (size_t m = 0; m < 32; ++m) o[m] = pack(m, 32, 5);
     for (size_t m = 0; m < 16; ++m) o[32 + m] = pack(160 + m, 16, 5);
-    for (size_t j = 0; j < 4; ++j) o[48 + j] = pack(240 + j, 4, 4);
-    put_f16(o + 52, d_f16);
+    for (size_t j = 0; j < 4; ++j) o[offsetof(BlockTq1_0, qh) + j] = pack(240 + j, 4, 4);
+    put_f16(o + offsetof(BlockTq1_0, d), d_f16);
   }
 }
 
 void encode_i2_s(std::span<const int8_t> codes, float scale, std::span<uint8_t> out, std::string_view what) {
   check_sizes(codes.size(), kI2sBlock, out.size(), i2_s_bytes(codes.size()), what, "I2_S");
   for (size_t b = 0; b < codes.size() / kI2sBlock; ++b) {
-    const int8_t* c = codes.data() + b * kI2sBlock;
-    for (size_t p = 0; p < 32; ++p) {
-      uint8_t byte = 0;
-      for (size_t g = 0; g < 4; ++g) {
-        const size_t e = p + 32 * g;
-        byte |= uint8_t(stored(c[e], b * kI2sBlock + e, what) << (6 - 2 * g));
-      }
-      out[32 * b + p] = byte;
-    }
+    const int bad = pack_i2s_block(codes.data() + b * kI2sBlock, out.data() + b * sizeof(I2sBlock));
+    if (bad >= 0) stored(codes[b * kI2sBlock + size_t(bad)], b * kI2sBlock + size_t(bad), what);  // throws
   }
   uint8_t* tail = out.data() + codes.size() / 4;
   for (size_t k = 0; k < kI2sTailBytes / 4; ++k) std::memcpy(tail + 4 * k, &scale, 4);
@@ -122,7 +116,7 @@ void decode_tq2_0(std::span<const uint8_t> data, std::span<int8_t> codes, std::s
                    what, b, e, 32 * h + m, o[32 * h + m]);
           c[e] = int8_t(v - 1);
         }
-    d_f16[b] = get_f16(o + 64);
+    d_f16[b] = get_f16(o + offsetof(BlockTq2_0, d));
   }
 }
 
@@ -139,24 +133,23 @@ void decode_tq1_0(std::span<const uint8_t> data, std::span<int8_t> codes, std::s
     for (size_t m = 0; m < 16; ++m)
       for (int n = 0; n < 5; ++n) c[160 + m + 16 * size_t(n)] = byte_trit(o[32 + m], n);
     for (size_t j = 0; j < 4; ++j)
-      for (int n = 0; n < 4; ++n) c[240 + j + 4 * size_t(n)] = byte_trit(o[48 + j], n);
-    d_f16[b] = get_f16(o + 52);
+      for (int n = 0; n < 4; ++n) c[240 + j + 4 * size_t(n)] = byte_trit(o[offsetof(BlockTq1_0, qh) + j], n);
+    d_f16[b] = get_f16(o + offsetof(BlockTq1_0, d));
   }
 }
 
 float decode_i2_s(std::span<const uint8_t> data, std::span<int8_t> codes, std::string_view what) {
   check_sizes(codes.size(), kI2sBlock, data.size(), i2_s_bytes(codes.size()), what, "I2_S");
-  for (size_t b = 0; b < codes.size() / kI2sBlock; ++b)
-    for (size_t p = 0; p < 32; ++p) {
-      const uint8_t byte = data[32 * b + p];
-      for (size_t g = 0; g < 4; ++g) {
-        const int v = (byte >> (6 - 2 * g)) & 3;
-        TL_CHECK(v != 3,
-                 "{}: I2_S element {} has the unused 2-bit code 3 (byte {} = 0x{:02x}); not a ternary weight",
-                 what, b * kI2sBlock + p + 32 * g, 32 * b + p, byte);
-        codes[b * kI2sBlock + p + 32 * g] = int8_t(v - 1);
-      }
+  for (size_t b = 0; b < codes.size() / kI2sBlock; ++b) {
+    const uint8_t* block = data.data() + b * sizeof(I2sBlock);
+    for (int e = 0; e < int(kI2sBlock); ++e) {
+      const int v = i2s_value(block, e);
+      TL_CHECK(v != 3,
+               "{}: I2_S element {} has the unused 2-bit code 3 (byte {} = 0x{:02x}); not a ternary weight",
+               what, b * kI2sBlock + size_t(e), b * sizeof(I2sBlock) + size_t(e % 32), block[e % 32]);
+      codes[b * kI2sBlock + size_t(e)] = int8_t(v - 1);
     }
+  }
   float scale;
   std::memcpy(&scale, data.data() + codes.size() / 4, 4);
   return scale;

@@ -17,12 +17,28 @@
 #include <span>
 #include <string_view>
 
+#include "model/i2s_layout.hpp"
+
 namespace tl {
 
 inline constexpr size_t kTqBlock = 256;  // QK_K
-inline constexpr size_t kTq2BlockBytes = 66;
-inline constexpr size_t kTq1BlockBytes = 54;
-inline constexpr size_t kI2sBlock = 128;
+
+// ggml's block_tq2_0 and block_tq1_0 (the blocks as stored; read and written through memcpy, as file bytes
+// have no alignment).
+struct BlockTq2_0 {
+  uint8_t qs[64];  // 2 bits per element
+  uint16_t d;      // fp16 scale
+};
+struct BlockTq1_0 {
+  uint8_t qs[48];  // 5 trits per byte
+  uint8_t qh[4];   // 4 trits per byte
+  uint16_t d;      // fp16 scale
+};
+static_assert(sizeof(BlockTq2_0) == 66 && offsetof(BlockTq2_0, d) == 64);
+static_assert(sizeof(BlockTq1_0) == 54 && offsetof(BlockTq1_0, qh) == 48 && offsetof(BlockTq1_0, d) == 52);
+inline constexpr size_t kTq2BlockBytes = sizeof(BlockTq2_0);
+inline constexpr size_t kTq1BlockBytes = sizeof(BlockTq1_0);
+inline constexpr size_t kI2sBlock = I2sBlock::kCodes;  // I2_S blocks: model/i2s_layout.hpp
 inline constexpr size_t kI2sTailBytes = 32;
 
 inline size_t tq2_0_bytes(size_t numel) {

@@ -73,7 +73,7 @@ class Engine : public LanguageModel {
   //   f16 / i8  the decode GEMVs (f16_gemv / i8_gemv), per row and tiled over the head's rows so that a tile
   //             stays in cache across rows: row t equals, bit for bit, what a session's decode returns
   //             after tokens 0..t (what generate and serve compute).
-  // Perplexity on the engine (ternlab ppl --engine fast) calls this with rows [first_row, T - 1).
+  // Perplexity on the engine (ternlab ppl --backend engine) calls this with rows [first_row, T - 1).
   void prompt_logits(std::span<const int32_t> tokens, int64_t B, int64_t T, int64_t row_begin,
                      int64_t row_end, std::vector<float>& out) const;
   // All T rows of one prompt: (T, V).

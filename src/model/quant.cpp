@@ -100,4 +100,24 @@ TernaryWeight quantize_weight(const Model& m, const ParamView& v) {
   return t;
 }
 
+std::string weight_quant_name(WeightQuant m) {
+  switch (m) {
+    case WeightQuant::Absmean:
+      return "absmean";
+    case WeightQuant::Fixed:
+      return "fixed";
+    case WeightQuant::RptFixed:
+      return "rpt-fixed";
+    case WeightQuant::Off:
+      return "off";
+  }
+  return "?";
+}
+
+WeightQuant parse_weight_quant(const std::string& s) {
+  for (auto m : {WeightQuant::Absmean, WeightQuant::Fixed, WeightQuant::RptFixed, WeightQuant::Off})
+    if (s == weight_quant_name(m)) return m;
+  fail("unknown weight quantizer '{}': expected absmean, fixed, rpt-fixed or off", s);
+}
+
 }  // namespace tl

@@ -274,9 +274,8 @@ json run_c3_snap(Context& ctx, const std::vector<std::string>& p) {
   // Packed layout with f32 scales (bf16 would round α): the reload must hold the same codes and scales.
   const fs::path packed = art / "packed";
   save_checkpoint(m, packed, SaveOptions{CheckpointLayout::Packed, DType::F32, 0, false});
-  write_file_atomic(
-      packed / "tokenizer.json",
-      read_file(ctx.opt.tokenizer.empty() ? ctx.opt.model / "tokenizer.json" : ctx.opt.tokenizer));
+  write_file_atomic(packed / "tokenizer.json",
+                    read_file(resolve_tokenizer_path(ctx.opt.model, ctx.opt.tokenizer)));
   const Model reloaded = load_checkpoint(packed);
   rec["reload"] = {{"scores", score(ctx, reloaded, {kSetPrimary})}};
 

@@ -477,7 +477,7 @@ StudyOutcome run_study(const StudyOptions& opt) {
   ctx.opt = opt;
   ctx.budget = plan.budget;
   ctx.dir = opt.out_dir;
-  const fs::path tok_path = opt.tokenizer.empty() ? opt.model / "tokenizer.json" : opt.tokenizer;
+  const fs::path tok_path = resolve_tokenizer_path(opt.model, opt.tokenizer);
   const std::string model_sha = checkpoint_sha256(opt.model);
   const std::string tok_sha = sha256_hex(read_file(tok_path));
   const json config = study_config(opt, plan.budget, model_sha, tok_sha);

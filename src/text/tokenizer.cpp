@@ -830,6 +830,27 @@ Tokenizer Tokenizer::from_file(const fs::path& path) {
   return from_json(read_file(path), path.string());
 }
 
+fs::path resolve_tokenizer_path(const fs::path& checkpoint, const fs::path& override_path) {
+  std::error_code ec;
+  if (!override_path.empty()) {
+    if (fs::is_directory(override_path, ec)) {
+      const fs::path f = override_path / "tokenizer.json";
+      TL_CHECK(fs::is_regular_file(f, ec), "--tokenizer {}: directory has no tokenizer.json",
+               override_path.string());
+      return f;
+    }
+    TL_CHECK(fs::is_regular_file(override_path, ec),
+             "--tokenizer {}: no such file or directory, expected tokenizer.json or a checkpoint directory "
+             "holding "
+             "one",
+             override_path.string());
+    return override_path;
+  }
+  const fs::path f = checkpoint / "tokenizer.json";
+  TL_CHECK(fs::is_regular_file(f, ec), "{}: no tokenizer.json (pass --tokenizer)", checkpoint.string());
+  return f;
+}
+
 json added_token_json(int64_t id, const std::string& content) {
   return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
           {"rstrip", false}, {"normalized", false}, {"special", true}};

@@ -59,4 +59,9 @@ class Tokenizer {
   std::shared_ptr<const Impl> impl_;
 };
 
+// The tokenizer.json a command reads, resolved in this one place: `override` (--tokenizer) when given (a
+// directory holding tokenizer.json, or the file), else <checkpoint>/tokenizer.json. Errors name what is
+// missing and what to pass.
+fs::path resolve_tokenizer_path(const fs::path& checkpoint, const fs::path& override_path = {});
+
 }  // namespace tl

@@ -36,19 +36,13 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "model/quant.hpp"
 #include "train/ops.hpp"
 
 namespace tl::train {
 
-enum class WeightQuantMode {
-  Absmean,  // alpha = max(mean|W|, 1e-5) recomputed from the latent weights at every forward (BitNet)
-  Fixed,    // alpha = Model::fixed_scale[linear name] (packed checkpoints; one quantizer); must be set
-  // The RPT deploy script's STE exactly (rpt-spec §5.3): codes from the fixed scale s (captured before
-  // pruning), then transformers' WeightQuant quantizes s·code again with mean|s·code| = s·(1 − z), z the
-  // zero-code fraction: the forward sees code · s · (1 − z). Needs fixed_scale like Fixed.
-  RptFixed,
-  Off,  // plain linear (finite-difference checks)
-};
+// The one weight-quantizer spec (model/quant.hpp), under the name training code has always used.
+using WeightQuantMode = ::tl::WeightQuant;
 
 // The effective scale of a linear under a mode: the alpha a CpuModel needs (as fixed_scale) to run the
 // same weights as this training forward. `w` (n) are the latent weights.

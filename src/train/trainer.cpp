@@ -15,27 +15,6 @@ namespace tl::train {
 
 namespace fs = std::filesystem;
 
-std::string weight_quant_name(WeightQuantMode m) {
-  switch (m) {
-    case WeightQuantMode::Absmean:
-      return "absmean";
-    case WeightQuantMode::Fixed:
-      return "fixed";
-    case WeightQuantMode::RptFixed:
-      return "rpt-fixed";
-    case WeightQuantMode::Off:
-      return "off";
-  }
-  return "?";
-}
-
-WeightQuantMode parse_weight_quant(const std::string& s) {
-  for (auto m :
-       {WeightQuantMode::Absmean, WeightQuantMode::Fixed, WeightQuantMode::RptFixed, WeightQuantMode::Off})
-    if (s == weight_quant_name(m)) return m;
-  fail("unknown weight quantizer '{}': expected absmean, fixed, rpt-fixed or off", s);
-}
-
 void validate(const TrainConfig& c) {
   TL_CHECK(c.steps >= 1, "--steps must be at least 1, found {}", c.steps);
   TL_CHECK(c.batch >= 1, "--batch must be at least 1, found {}", c.batch);

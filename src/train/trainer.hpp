@@ -42,8 +42,8 @@ struct TrainConfig {
   uint64_t seed = 0;   // batch sampling
 };
 // "absmean", "fixed", "rpt-fixed", "off" (the --quant flag).
-std::string weight_quant_name(WeightQuantMode m);
-WeightQuantMode parse_weight_quant(const std::string& s);
+using ::tl::parse_weight_quant;  // model/quant.hpp
+using ::tl::weight_quant_name;
 
 // Errors name the flag: steps < 1, batch < 1, grad_accum < 1 or not dividing batch, seq_len < 2,
 // invalid AdamW, warm-up >= steps, clip < 0, min_lr < 0 or > lr.

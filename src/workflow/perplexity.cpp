@@ -52,10 +52,10 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
     run.input = opt.input.string();
     run.preparation = tf.meta.protocol.empty() ? "token file" : "token file (" + tf.meta.protocol + ")";
   } else {
-    const fs::path tok_path = !opt.tokenizer.empty() ? opt.tokenizer
-                              : tokenizer            ? opt.checkpoint
-                                                     : opt.checkpoint / "tokenizer.json";
-    const Tokenizer tok = tokenizer && opt.tokenizer.empty() ? *tokenizer : Tokenizer::from_file(tok_path);
+    // The model's own tokenizer (a GGUF's, passed in) unless --tokenizer overrides it.
+    const bool own = tokenizer && opt.tokenizer.empty();
+    const fs::path tok_path = own ? opt.checkpoint : resolve_tokenizer_path(opt.checkpoint, opt.tokenizer);
+    const Tokenizer tok = own ? *tokenizer : Tokenizer::from_file(tok_path);
     TL_CHECK(tok.vocab_size() <= size_t(V), "ppl: tokenizer {} has {} tokens, the model only {}",
              tok_path.string(), tok.vocab_size(), V);
     if (tok.bos_id() >= 0) bos = tok.bos_id();

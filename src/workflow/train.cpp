@@ -45,7 +45,7 @@ void save_or_sync(train::Trainer& tr, const fs::path& dir) {
 }
 
 fs::path tokenizer_path(const TrainRunOptions& opt) {
-  return opt.tokenizer.empty() ? opt.checkpoint / "tokenizer.json" : opt.tokenizer;
+  return resolve_tokenizer_path(opt.checkpoint, opt.tokenizer);
 }
 
 std::vector<int32_t> training_tokens(const TrainRunOptions& opt, const Model& m) {

@@ -67,7 +67,7 @@ TEST_F(CliDevice, UnknownDeviceIsRefused) {
     EXPECT_NE(r.code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("--device must be cpu or cuda")) << cmd;
   }
-  const auto r = run("ppl " + ck() + " --device cuda --engine fast");
+  const auto r = run("ppl " + ck() + " --device cuda --backend engine");
   EXPECT_NE(r.code, 0);
 }
 

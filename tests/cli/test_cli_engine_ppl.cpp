@@ -1,6 +1,6 @@
-// `ternlab ppl --engine fast --head ...`: perplexity on the fast engine (what generate and serve run). With
-// an fp32 head it prints the reference's perplexity exactly, for a checkpoint and for a GGUF file; f16 and
-// int8 heads move it a little; flags that make no sense are refused.
+// `ternlab ppl --backend engine --head ...`: perplexity on the fast engine (what generate and serve run).
+// With an fp32 head it prints the reference's perplexity exactly, for a checkpoint and for a GGUF file; f16
+// and int8 heads move it a little; flags that make no sense are refused.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -60,24 +60,24 @@ const std::string CliEnginePpl::kArgs = " --corpus brown --split test --windows 
 TEST_F(CliEnginePpl, F32HeadPrintsTheReferencePerplexity) {
   for (const std::string& model : {ck(), gguf()}) {
     const auto ref = run("-q ppl" + kArgs + model);
-    const auto fast = run("-q ppl --engine fast --head f32" + kArgs + model);
+    const auto fast = run("-q ppl --backend engine --head f32" + kArgs + model);
     ASSERT_EQ(ref.code, 0) << ref.out;
     ASSERT_EQ(fast.code, 0) << fast.out;
     EXPECT_EQ(line_of(fast.out, "PPL"), line_of(ref.out, "PPL")) << model;
     EXPECT_EQ(line_of(fast.out, "mean NLL"), line_of(ref.out, "mean NLL")) << model;
     EXPECT_FALSE(line_of(ref.out, "PPL").empty());
-    EXPECT_THAT(line_of(ref.out, "engine"), HasSubstr("reference"));
-    EXPECT_THAT(line_of(fast.out, "engine"), HasSubstr("fast"));
-    EXPECT_THAT(line_of(fast.out, "engine"), HasSubstr("LM head f32"));
+    EXPECT_THAT(line_of(ref.out, "backend"), HasSubstr("reference"));
+    EXPECT_THAT(line_of(fast.out, "backend"), HasSubstr("engine ("));
+    EXPECT_THAT(line_of(fast.out, "backend"), HasSubstr("LM head f32"));
     // JSON: the same doubles, and which engine and head
     const auto jr = last_json(run("-q ppl --json" + kArgs + model).out);
-    const auto jf = last_json(run("-q ppl --json --engine fast --head f32" + kArgs + model).out);
+    const auto jf = last_json(run("-q ppl --json --backend engine --head f32" + kArgs + model).out);
     EXPECT_EQ(double(jf["ppl"]), double(jr["ppl"])) << model;
     EXPECT_EQ(double(jf["mean_nll"]), double(jr["mean_nll"])) << model;
     EXPECT_EQ(jf["tokens_scored"], jr["tokens_scored"]);
-    EXPECT_EQ(jr["engine"], "reference");
+    EXPECT_EQ(jr["backend"], "reference");
     EXPECT_EQ(jr["head"], "f32");
-    EXPECT_EQ(jf["engine"], "fast");
+    EXPECT_EQ(jf["backend"], "engine");
     EXPECT_EQ(jf["head"], "f32");
     EXPECT_TRUE(jf.contains("isa"));
     EXPECT_FALSE(jr.contains("isa"));
@@ -86,9 +86,9 @@ TEST_F(CliEnginePpl, F32HeadPrintsTheReferencePerplexity) {
 
 TEST_F(CliEnginePpl, ReducedHeadsMoveThePerplexityALittle) {
   for (const std::string& model : {ck(), gguf()}) {
-    const auto f32 = last_json(run("-q ppl --json --engine fast --head f32" + kArgs + model).out);
+    const auto f32 = last_json(run("-q ppl --json --backend engine --head f32" + kArgs + model).out);
     for (const char* head : {"f16", "i8"}) {
-      const auto r = run("-q ppl --json --engine fast --head " + std::string(head) + kArgs + model);
+      const auto r = run("-q ppl --json --backend engine --head " + std::string(head) + kArgs + model);
       ASSERT_EQ(r.code, 0) << r.out;
       const auto j = last_json(r.out);
       EXPECT_EQ(j["head"], head);
@@ -97,32 +97,32 @@ TEST_F(CliEnginePpl, ReducedHeadsMoveThePerplexityALittle) {
     }
   }
   // auto: as stored (fp32 in a checkpoint, f16 in this GGUF)
-  EXPECT_EQ(last_json(run("-q ppl --json --engine fast" + kArgs + ck()).out)["head"], "f32");
-  const auto g16 = last_json(run("-q ppl --json --engine fast" + kArgs + gguf()).out);
+  EXPECT_EQ(last_json(run("-q ppl --json --backend engine" + kArgs + ck()).out)["head"], "f32");
+  const auto g16 = last_json(run("-q ppl --json --backend engine" + kArgs + gguf()).out);
   EXPECT_EQ(g16["head"], "f16");
   EXPECT_EQ(double(g16["ppl"]),
-            double(last_json(run("-q ppl --json --engine fast --head f16" + kArgs + gguf()).out)["ppl"]));
+            double(last_json(run("-q ppl --json --backend engine --head f16" + kArgs + gguf()).out)["ppl"]));
 }
 
 TEST_F(CliEnginePpl, RefusesFlagsThatMakeNoSense) {
-  auto r = run("ppl --engine gpu " + ck());
+  auto r = run("ppl --backend gpu " + ck());
   EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("--engine must be fast or reference"));
-  r = run("ppl --engine fast --head q4 " + ck());
+  EXPECT_THAT(r.out, HasSubstr("--backend must be engine or reference"));
+  r = run("ppl --backend engine --head q4 " + ck());
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("--head must be auto, f32, f16 or i8"));
   for (const char* head : {"i8", "f16", "f32"}) {
     r = run("ppl --head " + std::string(head) + " " + ck());  // the default engine is the reference
     EXPECT_NE(r.code, 0) << head;
-    EXPECT_THAT(r.out, HasSubstr("needs --engine fast")) << head;
-    r = run("ppl --engine reference --head " + std::string(head) + " " + ck());
+    EXPECT_THAT(r.out, HasSubstr("needs --backend engine")) << head;
+    r = run("ppl --backend reference --head " + std::string(head) + " " + ck());
     EXPECT_NE(r.code, 0) << head;
-    EXPECT_THAT(r.out, HasSubstr("needs --engine fast")) << head;
+    EXPECT_THAT(r.out, HasSubstr("needs --backend engine")) << head;
   }
-  r = run("ppl --engine fast --hidden-act silu " + ck());
+  r = run("ppl --backend engine --hidden-act silu " + ck());
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("--hidden-act applies to GGUF files only"));
-  r = run("ppl --engine fast --protocol window --ctx 1024 " + ck());  // 128 positions
+  r = run("ppl --backend engine --protocol window --ctx 1024 " + ck());  // 128 positions
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("max_position_embeddings"));
 }

@@ -18,7 +18,9 @@
 // Every test skips itself where no CUDA device is usable.
 #include <gtest/gtest.h>
 
-#include <chrono>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -150,9 +152,17 @@ Result compare(Model& model, TrainOptions qo, int64_t B, int64_t T, const Tol& t
   return r;
 }
 
-TEST(CudaDeviceModel, Describe) {
+TEST(CudaDeviceModel, DescribeNamesTheDeviceItsArchitectureAndMemory) {
   SKIP_WITHOUT_GPU();
-  std::printf("  device: %s\n", device_description().c_str());
+  const std::string d = device_description();
+  cudaDeviceProp p{};
+  ASSERT_EQ(cudaGetDeviceProperties(&p, 0), cudaSuccess);
+  EXPECT_EQ(d.rfind(p.name, 0), 0u) << d;
+  EXPECT_NE(d.find(fmt::format("(sm_{}{}, ", p.major, p.minor)), std::string::npos) << d;
+  EXPECT_NE(d.find(fmt::format("{:.1f} GiB)", double(p.totalGlobalMem) / double(size_t(1) << 30))),
+            std::string::npos)
+      << d;
+  EXPECT_GT(p.totalGlobalMem, size_t(1) << 30);
 }
 
 TEST(CudaDeviceModel, AbsmeanMatchesCpu) {
@@ -411,50 +421,6 @@ TEST(CudaDeviceModel, Refusals) {
   EXPECT_NE(error_of([&] { DeviceModel bad(m, o3); }).find("fixed scale"), std::string::npos);
   DeviceModelOptions o4;
   EXPECT_NE(error_of([&] { DeviceModel bad(m, o4); }).find("max_tokens"), std::string::npos);
-}
-
-// Timing of a 2B-4T-shaped model (zero weights: the GEMM and kernel shapes are what matter), only when
-// TL_CUDA_BENCH is set: TL_CUDA_BENCH=1 ./test_cuda --gtest_filter='*Bench*'.
-TEST(CudaDeviceModel, Bench2b4t) {
-  SKIP_WITHOUT_GPU();
-  if (!std::getenv("TL_CUDA_BENCH")) GTEST_SKIP() << "set TL_CUDA_BENCH=1 to time a 2b4t-shaped model";
-  const BitNetConfig c = config_preset("2b4t");
-  Model m = make_model(c);
-  for (const auto& v : m.views)  // small non-zero weights so nothing degenerates
-    for (size_t i = 0; i < v.numel; i += 7) m.params[v.offset + i] = (i % 3 == 0) ? 0.02f : -0.01f;
-  const int64_t T = 128;
-  for (int64_t B : {8, 32}) {
-    const int64_t N = B * T;
-    DeviceModelOptions o;
-    o.max_tokens = N;
-    o.recompute = std::getenv("TL_CUDA_BENCH_RECOMPUTE") != nullptr;
-    DeviceModel dm(m, o);
-    const auto tok = test::random_tokens(N, c.vocab_size, 1);
-    const auto tgt = shifted_targets(tok, B, T);
-    for (int i = 0; i < 2; ++i) {
-      dm.forward(tok, tgt, B, T);
-      dm.backward();
-    }
-    const int iters = 5;
-    double fwd = 0, tot = 0, fused = 0;
-    for (int i = 0; i < iters; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      dm.forward(tok, tgt, B, T);
-      const auto t1 = std::chrono::steady_clock::now();
-      dm.backward();
-      const auto t2 = std::chrono::steady_clock::now();
-      dm.forward_backward(tok, tgt, B, T);
-      const auto t3 = std::chrono::steady_clock::now();
-      fwd += std::chrono::duration<double>(t1 - t0).count();
-      tot += std::chrono::duration<double>(t2 - t0).count();
-      fused += std::chrono::duration<double>(t3 - t2).count();
-    }
-    std::printf(
-        "  [bench] 2b4t B*T=%lld (T=128): forward %.1f ms, forward+backward %.1f ms, forward_backward "
-        "%.1f ms (%.0f tokens/s), memory %.2f GiB%s\n",
-        (long long)N, 1e3 * fwd / iters, 1e3 * tot / iters, 1e3 * fused / iters, double(N) * iters / fused,
-        double(dm.memory_bytes()) / double(size_t(1) << 30), o.recompute ? " (recompute)" : "");
-  }
 }
 
 }  // namespace

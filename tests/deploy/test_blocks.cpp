@@ -9,12 +9,26 @@
 #include "core/half.hpp"
 #include "core/rng.hpp"
 #include "deploy/ternary_blocks.hpp"
+#include "gguf/gguf.hpp"
 
 namespace tl {
 namespace {
 
 using test::error_of;
 using ::testing::HasSubstr;
+
+// The block structs, the GGUF type table and the byte counts agree (each is written down once, checked here).
+TEST(Blocks, StructsAgreeWithTheGgufTypeTable) {
+  const GgmlTypeInfo* tq2 = ggml_type_info(uint32_t(GgmlType::TQ2_0));
+  const GgmlTypeInfo* tq1 = ggml_type_info(uint32_t(GgmlType::TQ1_0));
+  ASSERT_TRUE(tq2 && tq1);
+  EXPECT_EQ(tq2->type_size, sizeof(BlockTq2_0));
+  EXPECT_EQ(tq1->type_size, sizeof(BlockTq1_0));
+  EXPECT_EQ(tq2->block_size, kTqBlock);
+  EXPECT_EQ(tq1->block_size, kTqBlock);
+  EXPECT_EQ(tq2_0_bytes(2 * kTqBlock), 2 * sizeof(BlockTq2_0));
+  EXPECT_EQ(i2_s_bytes(4 * I2sBlock::kCodes), 4 * sizeof(I2sBlock) + kI2sTailBytes);
+}
 
 std::vector<int8_t> random_codes(size_t n, uint64_t seed) {
   Rng rng(seed);

@@ -1,6 +1,6 @@
 // Engine::prompt_logits, the engine's logits at every position (perplexity on the engine): with an fp32
 // head equal bit for bit to the reference's (CpuModel::forward + CpuModel::logits over the same rows, the
-// call `ternlab ppl --engine reference` makes), for every kernel ISA the CPU has and chunked prompts; with
+// call `ternlab ppl --backend reference` makes), for every kernel ISA the CPU has and chunked prompts; with
 // f16 and int8 heads equal bit for bit to what decoding returns at each position (generate / serve).
 #include <gtest/gtest.h>
 
