@@ -32,6 +32,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "model/i2s_layout.hpp"
@@ -1092,22 +1093,17 @@ bool kernel_isa_supported(KernelIsa isa) {
   return i >= 0 && i < 3 && supported[i];
 }
 
+namespace {
+constexpr std::array<EnumName<KernelIsa>, 3> kKernelIsas{
+    {{KernelIsa::Generic, "generic"}, {KernelIsa::Avx2, "avx2"}, {KernelIsa::Avx512Vnni, "avx512vnni"}}};
+}  // namespace
+
 const char* kernel_isa_name(KernelIsa isa) {
-  switch (isa) {
-    case KernelIsa::Generic:
-      return "generic";
-    case KernelIsa::Avx2:
-      return "avx2";
-    case KernelIsa::Avx512Vnni:
-      return "avx512vnni";
-  }
-  return "unknown";
+  return name_of(kKernelIsas, isa).data();  // the table's literals are NUL-terminated
 }
 
 KernelIsa parse_kernel_isa(std::string_view name) {
-  for (KernelIsa isa : {KernelIsa::Generic, KernelIsa::Avx2, KernelIsa::Avx512Vnni})
-    if (name == kernel_isa_name(isa)) return isa;
-  fail("unknown kernel ISA '{}': expected generic, avx2 or avx512vnni", name);
+  return parse_enum(kKernelIsas, name, "kernel ISA");
 }
 
 KernelIsa best_kernel_isa() {

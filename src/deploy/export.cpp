@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/half.hpp"
@@ -71,27 +72,20 @@ struct TensorPlan {
 
 }  // namespace
 
+namespace {
+constexpr std::array<EnumName<ExportKind>, 5> kExportKinds{{{ExportKind::TQ2_0, "tq2_0"},
+                                                            {ExportKind::TQ1_0, "tq1_0"},
+                                                            {ExportKind::I2_S, "i2_s"},
+                                                            {ExportKind::F16, "f16"},
+                                                            {ExportKind::F32, "f32"}}};
+}  // namespace
+
 ExportKind parse_export_kind(std::string_view name) {
-  for (ExportKind k :
-       {ExportKind::TQ2_0, ExportKind::TQ1_0, ExportKind::I2_S, ExportKind::F16, ExportKind::F32})
-    if (name == export_kind_name(k)) return k;
-  fail("unknown GGUF export type '{}': expected tq2_0, tq1_0, i2_s, f16 or f32", name);
+  return parse_enum(kExportKinds, name, "GGUF export type");
 }
 
 const char* export_kind_name(ExportKind kind) {
-  switch (kind) {
-    case ExportKind::TQ2_0:
-      return "tq2_0";
-    case ExportKind::TQ1_0:
-      return "tq1_0";
-    case ExportKind::I2_S:
-      return "i2_s";
-    case ExportKind::F16:
-      return "f16";
-    case ExportKind::F32:
-      return "f32";
-  }
-  return "?";
+  return name_of(kExportKinds, kind).data();  // the table's literals are NUL-terminated
 }
 
 uint32_t export_file_type(ExportKind kind) {

@@ -3,28 +3,23 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 
 namespace tl {
 
+namespace {
+constexpr std::array<EnumName<PplProtocol>, 3> kPplProtocols{
+    {{PplProtocol::Seed, "seed"}, {PplProtocol::Llama, "llama"}, {PplProtocol::Window, "window"}}};
+}  // namespace
+
 PplProtocol parse_ppl_protocol(const std::string& s) {
-  if (s == "seed") return PplProtocol::Seed;
-  if (s == "llama") return PplProtocol::Llama;
-  if (s == "window") return PplProtocol::Window;
-  fail("unknown perplexity protocol '{}': expected seed, llama or window", s);
+  return parse_enum(kPplProtocols, s, "perplexity protocol");
 }
 
 std::string ppl_protocol_name(PplProtocol p) {
-  switch (p) {
-    case PplProtocol::Seed:
-      return "seed";
-    case PplProtocol::Llama:
-      return "llama";
-    case PplProtocol::Window:
-      return "window";
-  }
-  return "?";
+  return std::string(name_of(kPplProtocols, p));
 }
 
 void validate(const PplOptions& opt) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 
 namespace tl {
@@ -100,24 +101,19 @@ TernaryWeight quantize_weight(const Model& m, const ParamView& v) {
   return t;
 }
 
+namespace {
+constexpr std::array<EnumName<WeightQuant>, 4> kWeightQuants{{{WeightQuant::Absmean, "absmean"},
+                                                              {WeightQuant::Fixed, "fixed"},
+                                                              {WeightQuant::RptFixed, "rpt-fixed"},
+                                                              {WeightQuant::Off, "off"}}};
+}  // namespace
+
 std::string weight_quant_name(WeightQuant m) {
-  switch (m) {
-    case WeightQuant::Absmean:
-      return "absmean";
-    case WeightQuant::Fixed:
-      return "fixed";
-    case WeightQuant::RptFixed:
-      return "rpt-fixed";
-    case WeightQuant::Off:
-      return "off";
-  }
-  return "?";
+  return std::string(name_of(kWeightQuants, m));
 }
 
 WeightQuant parse_weight_quant(const std::string& s) {
-  for (auto m : {WeightQuant::Absmean, WeightQuant::Fixed, WeightQuant::RptFixed, WeightQuant::Off})
-    if (s == weight_quant_name(m)) return m;
-  fail("unknown weight quantizer '{}': expected absmean, fixed, rpt-fixed or off", s);
+  return parse_enum(kWeightQuants, s, "weight quantizer");
 }
 
 }  // namespace tl

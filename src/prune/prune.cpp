@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "model/quant.hpp"
@@ -33,37 +34,30 @@ constexpr uint64_t kRandomStream = 0x9E3779B97F4A7C15ull;
 
 }  // namespace
 
+namespace {
+constexpr std::array<EnumName<PruneMethod>, 5> kPruneMethods{{{PruneMethod::Seed, "seed"},
+                                                              {PruneMethod::Global, "global"},
+                                                              {PruneMethod::PerTensor, "per-tensor"},
+                                                              {PruneMethod::NM, "nm"},
+                                                              {PruneMethod::Random, "random"}}};
+constexpr std::array<EnumName<PruneLevel>, 2> kPruneLevels{
+    {{PruneLevel::Latent, "latent"}, {PruneLevel::Codes, "codes"}}};
+}  // namespace
+
 std::string_view prune_method_name(PruneMethod m) {
-  switch (m) {
-    case PruneMethod::Seed:
-      return "seed";
-    case PruneMethod::Global:
-      return "global";
-    case PruneMethod::PerTensor:
-      return "per-tensor";
-    case PruneMethod::NM:
-      return "nm";
-    case PruneMethod::Random:
-      return "random";
-  }
-  return "?";
+  return name_of(kPruneMethods, m);
 }
 
 std::string_view prune_level_name(PruneLevel l) {
-  return l == PruneLevel::Latent ? "latent" : "codes";
+  return name_of(kPruneLevels, l);
 }
 
 PruneMethod parse_prune_method(std::string_view s) {
-  for (auto m :
-       {PruneMethod::Seed, PruneMethod::Global, PruneMethod::PerTensor, PruneMethod::NM, PruneMethod::Random})
-    if (s == prune_method_name(m)) return m;
-  fail("prune: unknown method '{}': expected seed, global, per-tensor, nm or random", s);
+  return parse_enum(kPruneMethods, s, "method", "prune: ");
 }
 
 PruneLevel parse_prune_level(std::string_view s) {
-  if (s == "latent") return PruneLevel::Latent;
-  if (s == "codes") return PruneLevel::Codes;
-  fail("prune: unknown level '{}': expected latent or codes", s);
+  return parse_enum(kPruneLevels, s, "level", "prune: ");
 }
 
 std::pair<int, int> parse_nm(std::string_view s) {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "text/tokenizer.hpp"
@@ -954,23 +955,17 @@ bool corpus_has_splits(CorpusKind k, const fs::path& input) {
   return false;
 }
 
+namespace {
+constexpr std::array<EnumName<PrepProtocol>, 3> kPrepProtocols{
+    {{PrepProtocol::Seed, "seed"}, {PrepProtocol::Plain, "plain"}, {PrepProtocol::Raw, "raw"}}};
+}  // namespace
+
 PrepProtocol parse_prep_protocol(std::string_view s) {
-  if (s == "seed") return PrepProtocol::Seed;
-  if (s == "plain") return PrepProtocol::Plain;
-  if (s == "raw") return PrepProtocol::Raw;
-  fail("unknown preparation protocol '{}', expected seed, plain or raw", s);
+  return parse_enum(kPrepProtocols, s, "preparation protocol");
 }
 
 std::string_view prep_protocol_name(PrepProtocol p) {
-  switch (p) {
-    case PrepProtocol::Seed:
-      return "seed";
-    case PrepProtocol::Plain:
-      return "plain";
-    case PrepProtocol::Raw:
-      return "raw";
-  }
-  return "?";
+  return name_of(kPrepProtocols, p);
 }
 
 namespace {

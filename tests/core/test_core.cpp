@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/dtype.hpp"
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/half.hpp"
@@ -117,5 +118,27 @@ TEST(Parse, ListFlags) {
       EXPECT_THAT(e.what(), ::testing::HasSubstr("--eps: '")) << bad;
       EXPECT_THAT(e.what(), ::testing::HasSubstr("is not a number")) << bad;
     }
+  }
+}
+
+namespace {
+enum class Color { Red, Green, Blue };
+constexpr std::array<EnumName<Color>, 3> kColors{
+    {{Color::Red, "red"}, {Color::Green, "green"}, {Color::Blue, "blue"}}};
+constexpr std::array<EnumName<Color>, 1> kOnlyRed{{{Color::Red, "red"}}};
+}  // namespace
+
+TEST(EnumNames, NamesAndParsesFromOneTable) {
+  for (Color c : {Color::Red, Color::Green, Color::Blue})
+    EXPECT_EQ(parse_enum(kColors, name_of(kColors, c), "color"), c);
+  static_assert(name_of(kColors, Color::Blue) == "blue");
+  EXPECT_EQ(name_of(kOnlyRed, Color::Green), "?");  // not in the table
+  EXPECT_EQ(enum_choices(kColors), "red, green or blue");
+  EXPECT_EQ(enum_choices(kOnlyRed), "red");
+  try {
+    parse_enum(kColors, "Red", "color", "paint: ");  // names are exact
+    ADD_FAILURE() << "expected tl::Error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "paint: unknown color 'Red': expected red, green or blue");
   }
 }
