@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/parse.hpp"
@@ -18,26 +19,19 @@ namespace tl {
 // ---------------------------------------------------------------------------------------------------------
 // Modes and levels
 
+namespace {
+constexpr std::array<EnumName<PruneMode>, 4> kPruneModes{{{PruneMode::Study, "study"},
+                                                          {PruneMode::Split, "split"},
+                                                          {PruneMode::PerToken, "per-token"},
+                                                          {PruneMode::Random, "random"}}};
+}  // namespace
+
 PruneMode parse_prune_mode(const std::string& s) {
-  if (s == "study") return PruneMode::Study;
-  if (s == "split") return PruneMode::Split;
-  if (s == "per-token") return PruneMode::PerToken;
-  if (s == "random") return PruneMode::Random;
-  fail("actprune: unknown mode '{}': expected study, split, per-token or random", s);
+  return parse_enum(kPruneModes, s, "mode", "actprune: ");
 }
 
 std::string prune_mode_name(PruneMode m) {
-  switch (m) {
-    case PruneMode::Study:
-      return "study";
-    case PruneMode::Split:
-      return "split";
-    case PruneMode::PerToken:
-      return "per-token";
-    case PruneMode::Random:
-      return "random";
-  }
-  return "?";
+  return std::string(name_of(kPruneModes, m));
 }
 
 std::vector<PruneMode> parse_prune_modes(const std::string& csv) {

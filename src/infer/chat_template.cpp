@@ -2,13 +2,17 @@
 
 #include <cctype>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 
 namespace tl {
 
 namespace {
 
-constexpr std::string_view kFormatList = "bitnet, llama3, bitnet-cpp or chatml";
+constexpr std::array<EnumName<ChatFormat>, 4> kChatFormats{{{ChatFormat::BitNet, "bitnet"},
+                                                            {ChatFormat::Llama3, "llama3"},
+                                                            {ChatFormat::BitNetCpp, "bitnet-cpp"},
+                                                            {ChatFormat::ChatML, "chatml"}}};
 
 bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
@@ -42,25 +46,11 @@ void check_messages(std::span<const ChatMessage> messages) {
 }  // namespace
 
 ChatFormat parse_chat_format(std::string_view name) {
-  if (name == "bitnet") return ChatFormat::BitNet;
-  if (name == "llama3") return ChatFormat::Llama3;
-  if (name == "bitnet-cpp") return ChatFormat::BitNetCpp;
-  if (name == "chatml") return ChatFormat::ChatML;
-  fail("unknown chat format '{}': expected {}", name, kFormatList);
+  return parse_enum(kChatFormats, name, "chat format");
 }
 
 std::string_view chat_format_name(ChatFormat format) {
-  switch (format) {
-    case ChatFormat::BitNet:
-      return "bitnet";
-    case ChatFormat::Llama3:
-      return "llama3";
-    case ChatFormat::BitNetCpp:
-      return "bitnet-cpp";
-    case ChatFormat::ChatML:
-      return "chatml";
-  }
-  return "?";
+  return name_of(kChatFormats, format);
 }
 
 ChatFormat detect_chat_format(std::string_view t) {

@@ -258,22 +258,17 @@ void Trainer::save_state(const fs::path& dir) {
   fs::remove_all(old);
 }
 
-bool recover_state(const fs::path& dir) {
-  auto complete = [](const fs::path& d) { return fs::is_regular_file(d / kStateFile); };
-  if (complete(dir)) return true;
+std::optional<fs::path> find_saved_state(const fs::path& dir) {
   fs::path tmp = dir, old = dir;
   tmp += ".tmp";
   old += ".old";
-  // save_state writes the state file last and atomically: a .tmp that has one is whole. A kill between
-  // save_state's two renames leaves exactly that (and the previous state in .old).
-  for (const fs::path& d : {tmp, old})
-    if (complete(d)) {
-      fs::remove_all(dir);
-      fs::rename(d, dir);
-      fs::remove_all(old);  // superseded when .tmp was recovered; already moved when it was .old
-      return true;
-    }
-  return false;
+  // save_state writes the state file last and atomically, so a directory that has one is whole. A kill
+  // between save_state's two renames leaves the new state in .tmp and the previous one in .old.
+  for (const fs::path& d : {dir, tmp, old}) {
+    std::error_code ec;
+    if (fs::is_regular_file(d / kStateFile, ec)) return d;
+  }
+  return std::nullopt;
 }
 
 void Trainer::load_state(const fs::path& dir) {

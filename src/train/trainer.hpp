@@ -128,9 +128,9 @@ void chunk_inputs(std::span<const int32_t> tokens, int64_t chunk, int64_t T, int
 double eval_loss(Model& model, const TrainOptions& quant, std::span<const int32_t> tokens, int64_t seq_len,
                  int64_t max_chunks, int64_t batch);
 
-// Whether `dir` holds a checkpoint written by Trainer::save_state, after recovering one that a kill in the
-// middle of save_state left beside it: "<dir>.tmp" when complete (the newer), else "<dir>.old" (the
-// previous) is moved back to `dir`.
-bool recover_state(const std::filesystem::path& dir);
+// Where the checkpoint that Trainer::save_state(dir) wrote last is: `dir`, or, after a kill inside
+// save_state, "<dir>.tmp" when complete (the newer) or "<dir>.old" (the previous). Nothing is moved (the
+// ranks of a data-parallel run read it at once); the next save_state tidies up. nullopt: none.
+std::optional<std::filesystem::path> find_saved_state(const std::filesystem::path& dir);
 
 }  // namespace tl::train

@@ -219,10 +219,9 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   const fs::path state_dir = opt.out_dir / state_name(name);
   const int64_t val_tokens = val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
   train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, val_tokens));
-  if (opt.resume && train::recover_state(state_dir)) {
-    tr.load_state(state_dir);
-    log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps,
-             state_dir.string());
+  if (const auto saved = opt.resume ? train::find_saved_state(state_dir) : std::nullopt) {
+    tr.load_state(*saved);
+    log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps, saved->string());
   }
   if (opt.resume) csv.cut_after(name, tr.steps_done());
   const int64_t total = opt.train.steps;

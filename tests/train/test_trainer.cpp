@@ -195,8 +195,9 @@ TEST(Trainer, ResumeIsBitExact) {
 }
 
 // A kill inside save_state, between moving the previous state to .old and the new one from .tmp: the new one
-// (complete: its state file is written last) is found; with no complete .tmp, the previous one in .old.
-TEST(Trainer, RecoversTheStateAKillLeftBesideTheDirectory) {
+// (complete: its state file is written last) is found; with no complete .tmp, the previous one in .old. The
+// next save_state leaves one directory.
+TEST(Trainer, FindsTheStateAKillLeftBesideTheDirectory) {
   const auto data = phrase_stream(4096, 4);
   TrainConfig c = small_config();
   c.steps = 6;
@@ -213,19 +214,24 @@ TEST(Trainer, RecoversTheStateAKillLeftBesideTheDirectory) {
     t.load_state(d);
     return t.steps_done();
   };
-  EXPECT_FALSE(recover_state(dir / "state"));  // nothing anywhere
+  EXPECT_FALSE(find_saved_state(dir / "state"));  // nothing anywhere
   fs::rename(dir / "at1", dir / "state.old");
   fs::rename(dir / "at2", dir / "state.tmp");
-  ASSERT_TRUE(recover_state(dir / "state"));
-  EXPECT_EQ(steps_in(dir / "state"), 2);
+  ASSERT_EQ(find_saved_state(dir / "state"), dir / "state.tmp");
+  EXPECT_EQ(steps_in(dir / "state.tmp"), 2);
+  // An incomplete .tmp (killed while writing it) beside the previous state in .old: the previous one.
+  fs::remove(dir / "state.tmp" / "trainer_state.json");
+  ASSERT_EQ(find_saved_state(dir / "state"), dir / "state.old");
+  EXPECT_EQ(steps_in(dir / "state.old"), 1);
+  // Resumed from there, the next save leaves the one directory.
+  Model r = tiny(9);
+  Trainer t(r, c, data, {});
+  t.load_state(dir / "state.old");
+  t.step();
+  t.save_state(dir / "state");
+  EXPECT_EQ(find_saved_state(dir / "state"), dir / "state");
   EXPECT_FALSE(fs::exists(dir / "state.tmp"));
   EXPECT_FALSE(fs::exists(dir / "state.old"));
-  // An incomplete .tmp (killed while writing it) beside the previous state in .old: the previous one.
-  fs::rename(dir / "state", dir / "state.old");
-  fs::create_directories(dir / "state.tmp");
-  ASSERT_TRUE(recover_state(dir / "state"));
-  EXPECT_EQ(steps_in(dir / "state"), 2);
-  EXPECT_TRUE(recover_state(dir / "state"));  // already in place
   fs::remove_all(dir);
 }
 
