@@ -70,7 +70,8 @@ const Registrar reg("serve", 72, [](CLI::App& app) {
   cmd->add_option("--http-threads", a->server.http_threads, "request threads (at least max-queue + 4)")
       ->capture_default_str();
   cmd->add_option("--ctx", a->server.context,
-                  "tokens per request, prompt + completion (default: the model's)");
+                  "tokens per request, prompt + completion (default: the model's)")
+      ->check(at_least(1));
   cmd->add_option("--chat-format", a->server.chat_format,
                   "bitnet | llama3 | bitnet-cpp | chatml (default: detected from the model's template)");
   cmd->add_option("--name", a->server.model_name,

@@ -104,6 +104,7 @@ TEST_F(Cli, ImpossibleFlagsFailClearly) {
            {"ppl --ctx 0 " + ck, "--ctx: must be at least 2, found 0"},
            {"generate --ctx 0 -p hi " + ck, "--ctx: must be at least 1, found 0"},
            {"chat --ctx 0 -m hi " + ck, "--ctx: must be at least 1, found 0"},
+           {"serve --ctx 0 " + ck, "--ctx: must be at least 1, found 0"},
            {"init --preset tiny --hidden 0 -o " + (dir_ / "x").string(),
             "--hidden: must be at least 1, found 0"},
            {"init --preset tiny --ctx 0 -o " + (dir_ / "x").string(),
