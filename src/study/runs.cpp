@@ -152,6 +152,16 @@ struct Level {
   std::function<json(const Model&, bool after)> scores;
 };
 
+// The level a run id names: <claim>/<arm>/s<k>/L<i>.
+Level level_of(const std::vector<std::string>& p) {
+  Level l;
+  l.claim = p[0];
+  l.arm = p[1];
+  l.seed_index = index_after(p[2], 's');
+  l.index = index_after(p[3], 'L');
+  return l;
+}
+
 json run_level(Context& ctx, const Level& l) {
   const std::string chain = fmt::format("{}-{}-s{}", l.claim, l.arm, l.seed_index);
   Model m = l.index == 0 ? ctx.base : load_state(state_dir(ctx, chain, size_t(l.index - 1)));
@@ -191,11 +201,7 @@ json run_level(Context& ctx, const Level& l) {
 // c2/<arm>/s<k>/L<i>: prune = the study's sampled threshold; random = as many weights per tensor at random;
 // control = no pruning. The fine-tune is the absmean STE of transformers' online quantizer.
 json run_c2(Context& ctx, const std::vector<std::string>& p) {
-  Level l;
-  l.claim = "c2";
-  l.arm = p[1];
-  l.seed_index = index_after(p[2], 's');
-  l.index = index_after(p[3], 'L');
+  Level l = level_of(p);
   l.target = ctx.budget.c2_levels.at(size_t(l.index));
   if (l.arm != "control") l.method = l.arm == "prune" ? PruneMethod::Seed : PruneMethod::Random;
   l.steps = ctx.budget.c2_steps;
@@ -209,11 +215,7 @@ json run_c2(Context& ctx, const std::vector<std::string>& p) {
 // c3/<arm>/s<k>/L<i>: a level of the deploy recipe (rpt-spec §5.2-§5.3): the study's sampled threshold on the
 // current weights and the rpt-fixed STE (deploy), or the same at 0% (control); scored in both views.
 json run_c3_level(Context& ctx, const std::vector<std::string>& p) {
-  Level l;
-  l.claim = "c3";
-  l.arm = p[1];
-  l.seed_index = index_after(p[2], 's');
-  l.index = index_after(p[3], 'L');
+  Level l = level_of(p);
   l.target = ctx.budget.c3_levels.at(size_t(l.index));
   if (l.arm == "deploy") l.method = PruneMethod::Seed;
   l.mode = WeightQuantMode::RptFixed;
