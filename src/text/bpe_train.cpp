@@ -1,6 +1,7 @@
 #include "text/bpe_train.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <exception>
 #include <limits>
@@ -9,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "text/tokenizer.hpp"
@@ -156,15 +158,10 @@ uint64_t pair_key(int32_t a, int32_t b) {
 }  // namespace
 
 std::string_view bpe_stop_name(BpeStop s) {
-  switch (s) {
-    case BpeStop::VocabSize:
-      return "vocab_size";
-    case BpeStop::MinFrequency:
-      return "min_frequency";
-    case BpeStop::NoPairs:
-      return "no_pairs";
-  }
-  return "?";
+  static constexpr std::array<EnumName<BpeStop>, 3> kStops{{{BpeStop::VocabSize, "vocab_size"},
+                                                            {BpeStop::MinFrequency, "min_frequency"},
+                                                            {BpeStop::NoPairs, "no_pairs"}}};
+  return name_of(kStops, s);
 }
 
 const std::array<int32_t, 256>& bpe_byte_ids() {

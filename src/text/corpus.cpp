@@ -1,6 +1,7 @@
 #include "text/corpus.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -12,26 +13,29 @@
 
 namespace tl {
 
+namespace {
+// validation's aliases follow it: the name printed is the first entry of a value.
+constexpr std::array<EnumName<Split>, 6> kSplits{{{Split::Train, "train"},
+                                                  {Split::Validation, "validation"},
+                                                  {Split::Validation, "valid"},
+                                                  {Split::Validation, "val"},
+                                                  {Split::Test, "test"},
+                                                  {Split::All, "all"}}};
+constexpr std::array<EnumName<CorpusKind>, 7> kCorpusKinds{{{CorpusKind::Brown, "brown"},
+                                                            {CorpusKind::WikiText, "wikitext"},
+                                                            {CorpusKind::Text, "text"},
+                                                            {CorpusKind::Jsonl, "jsonl"},
+                                                            {CorpusKind::Sotu, "sotu"},
+                                                            {CorpusKind::MobyDick, "moby-dick"},
+                                                            {CorpusKind::Kjv, "kjv"}}};
+}  // namespace
+
 Split parse_split(std::string_view s) {
-  if (s == "train") return Split::Train;
-  if (s == "validation" || s == "valid" || s == "val") return Split::Validation;
-  if (s == "test") return Split::Test;
-  if (s == "all") return Split::All;
-  fail("unknown split '{}', expected train, validation (valid, val), test or all", s);
+  return parse_enum(kSplits, s, "split");
 }
 
 std::string_view split_name(Split s) {
-  switch (s) {
-    case Split::Train:
-      return "train";
-    case Split::Validation:
-      return "validation";
-    case Split::Test:
-      return "test";
-    case Split::All:
-      return "all";
-  }
-  return "?";
+  return name_of(kSplits, s);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -888,34 +892,11 @@ std::vector<int32_t> plain_prepare(const std::vector<Document>& docs, const Toke
 }
 
 CorpusKind parse_corpus_kind(std::string_view s) {
-  if (s == "brown") return CorpusKind::Brown;
-  if (s == "wikitext") return CorpusKind::WikiText;
-  if (s == "text") return CorpusKind::Text;
-  if (s == "jsonl") return CorpusKind::Jsonl;
-  if (s == "sotu") return CorpusKind::Sotu;
-  if (s == "moby-dick") return CorpusKind::MobyDick;
-  if (s == "kjv") return CorpusKind::Kjv;
-  fail("unknown corpus '{}', expected brown, wikitext, text, jsonl, sotu, moby-dick or kjv", s);
+  return parse_enum(kCorpusKinds, s, "corpus");
 }
 
 std::string_view corpus_kind_name(CorpusKind k) {
-  switch (k) {
-    case CorpusKind::Brown:
-      return "brown";
-    case CorpusKind::WikiText:
-      return "wikitext";
-    case CorpusKind::Text:
-      return "text";
-    case CorpusKind::Jsonl:
-      return "jsonl";
-    case CorpusKind::Sotu:
-      return "sotu";
-    case CorpusKind::MobyDick:
-      return "moby-dick";
-    case CorpusKind::Kjv:
-      return "kjv";
-  }
-  return "?";
+  return name_of(kCorpusKinds, k);
 }
 
 fs::path default_corpus_input(CorpusKind k) {

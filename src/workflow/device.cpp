@@ -1,10 +1,12 @@
 #include "workflow/device.hpp"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
 
+#include "core/enum_names.hpp"
 #include "core/error.hpp"
 #if TERNLAB_HAVE_CUDA
 #include "cuda/device_model.hpp"
@@ -13,14 +15,16 @@
 
 namespace tl {
 
+namespace {
+constexpr std::array<EnumName<Device>, 2> kDevices{{{Device::Cpu, "cpu"}, {Device::Cuda, "cuda"}}};
+}  // namespace
+
 Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::Cpu;
-  if (s == "cuda") return Device::Cuda;
-  fail("--device must be cpu or cuda, found '{}'", s);
+  return parse_enum(kDevices, s, "device", "--device: ");
 }
 
 const char* device_name(Device d) {
-  return d == Device::Cuda ? "cuda" : "cpu";
+  return name_of(kDevices, d).data();  // the table's literals are NUL-terminated
 }
 
 bool cuda_built() {

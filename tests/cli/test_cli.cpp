@@ -226,15 +226,15 @@ namespace {
 
 TEST_F(Cli, CriticalityBadFlagsFailBeforeTheCheckpoint) {
   const std::string missing = (dir_ / "no-such-checkpoint").string();
-  for (const auto& [flags, message] :
-       std::vector<std::pair<std::string, std::string>>{{"--eps 0", "every ε must be finite and > 0"},
-                                                        {"--eps 1e-3,x", "'x' is not a number"},
-                                                        {"--ftle-eps 2", "relative size in (0, 1)"},
-                                                        {"--seeds 0", "--seeds"},
-                                                        {"--texts 0", "--texts"},
-                                                        {"--controls shuffle", "unknown control 'shuffle'"},
-                                                        {"--exclude-outliers 0.5", "outlier factor"},
-                                                        {"--device tpu", "--device must be cpu or cuda"}}) {
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--eps 0", "every ε must be finite and > 0"},
+           {"--eps 1e-3,x", "'x' is not a number"},
+           {"--ftle-eps 2", "relative size in (0, 1)"},
+           {"--seeds 0", "--seeds"},
+           {"--texts 0", "--texts"},
+           {"--controls shuffle", "unknown control 'shuffle'"},
+           {"--exclude-outliers 0.5", "outlier factor"},
+           {"--device tpu", "--device: unknown device 'tpu': expected cpu or cuda"}}) {
     const auto r = run("criticality " + flags + " " + missing);
     EXPECT_NE(r.code, 0) << flags;
     EXPECT_THAT(r.out, HasSubstr(message)) << flags;

@@ -65,7 +65,7 @@ TEST_F(CliDevice, UnknownDeviceIsRefused) {
                                  "sweep " + ck(), "train-bench " + ck(), "criticality " + ck()}) {
     const auto r = run(cmd + " --device tpu");
     EXPECT_NE(r.code, 0) << cmd;
-    EXPECT_THAT(r.out, HasSubstr("--device must be cpu or cuda")) << cmd;
+    EXPECT_THAT(r.out, HasSubstr("--device: unknown device 'tpu': expected cpu or cuda")) << cmd;
   }
   const auto r = run("ppl " + ck() + " --device cuda --backend engine");
   EXPECT_NE(r.code, 0);
