@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "cpu/team.hpp"
+#include "model/quant.hpp"
 
 namespace tl {
 
@@ -187,15 +188,9 @@ Engine::Engine(const EngineSource& src, const EngineOptions& options) : cfg_(src
     head_i8_.resize(size_t(V * C));
     head_i8_scale_.resize(size_t(V));
     std::vector<float> row(static_cast<size_t>(C));
-    for (int64_t r = 0; r < V; ++r) {  // symmetric per-row absmax: w ~ q * scale, q in [-127, 127]
+    for (int64_t r = 0; r < V; ++r) {
       h.row(r, row.data());
-      float amax = 0;
-      for (float x : row) amax = std::max(amax, std::fabs(x));
-      const float scale = amax > 0 ? amax / 127.0f : 1.0f;
-      head_i8_scale_[size_t(r)] = scale;
-      for (int64_t i = 0; i < C; ++i)
-        head_i8_[size_t(r * C + i)] =
-            int8_t(std::clamp(std::nearbyint(row[size_t(i)] / scale), -127.0f, 127.0f));
+      head_i8_scale_[size_t(r)] = quantize_row_i8(row.data(), size_t(C), head_i8_.data() + r * C);
     }
     if (!cfg_.tie_word_embeddings) head_ = FloatTable{};
   } else if ((head_type_ == "f16") != h.is_f16()) {

@@ -116,4 +116,12 @@ WeightQuant parse_weight_quant(const std::string& s) {
   return parse_enum(kWeightQuants, s, "weight quantizer");
 }
 
+float quantize_row_i8(const float* w, size_t n, int8_t* q) {
+  float amax = 0;
+  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(w[i]));
+  const float scale = amax > 0 ? amax / 127.0f : 1.0f;
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(std::nearbyint(w[i] / scale), -127.0f, 127.0f));
+  return scale;
+}
+
 }  // namespace tl

@@ -51,6 +51,11 @@ float quantize_activation_row(const float* x, size_t n, int8_t* q);
 // Fake-quantized row (q / s), what the float reference multiplies; returns s.
 float fake_quantize_activation_row(const float* x, size_t n, float* out);
 
+// The int8 LM head (an engine option, docs/lm-head-precision.md): one row of n weights, symmetric absmax,
+// w ≈ q · scale with q = clamp(round(w / scale), -127, 127) and scale = max|w| / 127 (1 for an all-zero
+// row). Writes q, returns the scale.
+float quantize_row_i8(const float* w, size_t n, int8_t* q);
+
 // A ternarized linear: codes [out, in] row-major and the scale alpha.
 struct TernaryWeight {
   int64_t out = 0, in = 0;

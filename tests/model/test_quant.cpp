@@ -47,6 +47,23 @@ TEST(ActQuant, PerRowAbsmaxInt8) {
   EXPECT_FLOAT_EQ(quantize_activation_row(zeros.data(), 4, qz.data()), 127.0f / 1e-5f);
 }
 
+TEST(HeadQuant, Int8RowsAreSymmetricAbsmaxHalfToEven) {
+  // max|w| = 2.54 -> scale 0.02; w / scale is about 127, -63.5, 0.5, 12.5, -127 (float decides the ties)
+  const std::vector<float> w = {2.54f, -1.27f, 0.01f, 0.25f, -2.54f};
+  std::vector<int8_t> q(w.size());
+  const float scale = quantize_row_i8(w.data(), w.size(), q.data());
+  EXPECT_FLOAT_EQ(scale, 2.54f / 127.0f);
+  for (size_t i = 0; i < w.size(); ++i)
+    EXPECT_EQ(q[i], int8_t(std::nearbyint(w[i] / scale))) << i;  // the formula, at these exact values
+  EXPECT_EQ(q[0], 127);
+  EXPECT_EQ(q[4], -127);  // symmetric: -128 is never used
+  // An all-zero row keeps scale 1 and zero codes (no division by zero).
+  const std::vector<float> zero(3, 0.0f);
+  std::vector<int8_t> qz(3, 9);
+  EXPECT_EQ(quantize_row_i8(zero.data(), zero.size(), qz.data()), 1.0f);
+  EXPECT_EQ(qz, (std::vector<int8_t>{0, 0, 0}));
+}
+
 TEST(ModelViews, CanonicalLayoutAndFixedScale) {
   Model m = make_model(config_preset("tiny"));
   const auto& cfg = m.config;
