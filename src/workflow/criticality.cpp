@@ -3,9 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/criticality_runner.hpp"
-#endif
+#include "workflow/backends.hpp"
 
 namespace tl {
 
@@ -29,14 +27,9 @@ CriticalityReport run_criticality_on(Model& model, const std::vector<std::vector
                                      const CriticalityOptions& opt, const std::vector<std::string>& controls,
                                      uint64_t control_seed, Device device) {
   require_device(device);
-  BlockRunnerFactory runners;  // empty: the CPU reference
-#if TERNLAB_HAVE_CUDA
-  if (device == Device::Cuda) {
-    size_t longest = 0;
-    for (const auto& v : texts) longest = std::max(longest, v.size());
-    runners = cuda::device_block_runners(int64_t(longest), process_group().gpu);
-  }
-#endif
+  size_t longest = 0;
+  for (const auto& v : texts) longest = std::max(longest, v.size());
+  const BlockRunnerFactory runners = make_block_runners(device, int64_t(longest));  // empty: the CPU's
   return run_criticality_with_controls(model, texts, opt, controls, control_seed, runners);
 }
 

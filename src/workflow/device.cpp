@@ -8,10 +8,6 @@
 
 #include "core/enum_names.hpp"
 #include "core/error.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/device_model.hpp"
-#include "cuda/nccl.hpp"
-#endif
 
 namespace tl {
 
@@ -25,34 +21,6 @@ Device parse_device(const std::string& s) {
 
 const char* device_name(Device d) {
   return name_of(kDevices, d).data();  // the table's literals are NUL-terminated
-}
-
-bool cuda_built() {
-#if TERNLAB_HAVE_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-
-void require_device(Device d) {
-  if (d == Device::Cpu) return;
-#if TERNLAB_HAVE_CUDA
-  std::string why;
-  TL_CHECK(cuda::available(&why), "--device cuda: no usable CUDA device: {}", why);
-#else
-  fail("--device cuda: this ternlab was built without the CUDA backend (configure with -DTERNLAB_CUDA=ON)");
-#endif
-}
-
-std::string describe_device(Device d) {
-  if (d == Device::Cpu) return "cpu";
-#if TERNLAB_HAVE_CUDA
-  return cuda::device_description(process_group().gpu);
-#else
-  require_device(d);
-  return "cuda";
-#endif
 }
 
 namespace {
@@ -110,24 +78,6 @@ ProcessGroup process_group_from(const std::vector<std::string>* env) {
 const ProcessGroup& process_group() {
   static const ProcessGroup g = process_group_from();
   return g;
-}
-
-cuda::Communicator* process_communicator() {
-#if TERNLAB_HAVE_CUDA
-  const ProcessGroup& g = process_group();
-  if (g.world == 1) return nullptr;
-  static std::unique_ptr<cuda::Communicator> comm = [&] {
-    cuda::RankInfo r;
-    r.rank = g.rank;
-    r.world = g.world;
-    r.gpu = g.gpu;
-    r.id_file = g.id_file;
-    return std::make_unique<cuda::Communicator>(r);
-  }();
-  return comm.get();
-#else
-  return nullptr;
-#endif
 }
 
 }  // namespace tl

@@ -15,6 +15,8 @@ enum class Device { Cpu, Cuda };
 // "cpu" | "cuda" (the --device flag).
 Device parse_device(const std::string& s);
 const char* device_name(Device d);
+// cuda_built, require_device, describe_device and process_communicator are defined in workflow/backends.cpp,
+// the one file that knows whether this binary has the CUDA backend.
 // Whether this binary has the CUDA backend.
 bool cuda_built();
 // Errors, with what to do about it, when the device cannot be used here: a build without CUDA, no driver,

@@ -6,10 +6,6 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "cpu/forward.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/device_model.hpp"
-#include "cuda/inference.hpp"
-#endif
 #include "cpu/threads.hpp"
 #include "deploy/import.hpp"
 #include "deploy/open_model.hpp"
@@ -17,6 +13,7 @@
 #include "text/corpus.hpp"
 #include "text/token_file.hpp"
 #include "text/tokenizer.hpp"
+#include "workflow/backends.hpp"
 
 namespace tl {
 
@@ -100,21 +97,13 @@ PplData prepare_perplexity(const PplRunOptions& opt, const Model& model, const T
   return data;
 }
 
-#if TERNLAB_HAVE_CUDA
 namespace {
-std::vector<PplResult> evaluate_perplexity_cuda(const Model& model, std::span<const PplData* const> sets) {
+// Every set through one GPU scorer (the codes are computed once for all windows of all sets).
+std::vector<PplResult> evaluate_perplexity_gpu(const Model& model, std::span<const PplData* const> sets) {
   int64_t max_tokens = 0;
   for (const PplData* d : sets)
     max_tokens = std::max(max_tokens, d->ppl.batch * int64_t(d->windows.at(0).tokens.size()));
-  // CpuModel's quantizers; the codes are computed once for all windows of all sets
-  cuda::DeviceModelOptions o = cuda::inference_options(model, max_tokens, "ppl");
-  o.device = process_group().gpu;
-  cuda::DeviceModel gpu(model, o);
-  auto losses = [&gpu](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B, int64_t T,
-                       std::vector<float>& out) {
-    gpu.forward(toks, targets, B, T);
-    out = gpu.losses();
-  };
+  const PositionLossFn losses = make_gpu_position_losses(model, max_tokens);
   std::vector<PplResult> out;
   for (const PplData* d : sets)
     out.push_back(
@@ -122,7 +111,6 @@ std::vector<PplResult> evaluate_perplexity_cuda(const Model& model, std::span<co
   return out;
 }
 }  // namespace
-#endif
 
 std::vector<PplResult> evaluate_perplexity(const Model& model, std::span<const PplData* const> sets) {
   TL_CHECK(!sets.empty(), "ppl: no window sets to score");
@@ -131,9 +119,7 @@ std::vector<PplResult> evaluate_perplexity(const Model& model, std::span<const P
     TL_CHECK(d->device == device, "ppl: window sets for different devices in one call");
     TL_CHECK(!d->windows.empty(), "ppl: a window set is empty");
   }
-#if TERNLAB_HAVE_CUDA
-  if (device == Device::Cuda) return evaluate_perplexity_cuda(model, sets);
-#endif
+  if (device == Device::Cuda) return evaluate_perplexity_gpu(model, sets);
   require_device(device);
   const int64_t V = model.config.vocab_size;
   CpuModel cpu(model);

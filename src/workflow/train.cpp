@@ -20,10 +20,8 @@
 #include "text/token_file.hpp"
 #include "text/tokenizer.hpp"
 #include "train/snap.hpp"
+#include "workflow/backends.hpp"
 #include "workflow/prune.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/device_trainer.hpp"
-#endif
 
 namespace tl {
 
@@ -189,23 +187,14 @@ void finish_record(TrainRunRecord& rec, int64_t tokens_done, double run_seconds)
 
 // The GPU's step backend for a run (null on the CPU): sized for a micro-batch and for `eval_tokens` tokens
 // of validation windows.
-std::unique_ptr<train::StepBackend> make_step_backend(const TrainRunOptions& opt, int64_t eval_tokens) {
-  if (opt.device != Device::Cuda) return nullptr;
-#if TERNLAB_HAVE_CUDA
-  cuda::DeviceTrainerOptions d;
-  d.model.quant = opt.train.quant;
-  const ProcessGroup& g = process_group();
-  d.comm = process_communicator();
-  d.shard_optimizer = opt.shard_optimizer && g.world > 1;
-  d.model.device = g.gpu;
-  d.model.max_tokens =
-      std::max(opt.train.batch / opt.train.grad_accum / g.world * opt.train.seq_len, eval_tokens);
-  d.model.recompute = opt.recompute;
-  return cuda::make_device_step_backend(d);
-#else
-  require_device(opt.device);
-  return nullptr;
-#endif
+std::unique_ptr<train::StepBackend> step_backend_for(const TrainRunOptions& opt, int64_t eval_tokens) {
+  StepBackendRequest r;
+  r.quant = opt.train.quant;
+  r.max_tokens = std::max(opt.train.batch / opt.train.grad_accum / process_group().world * opt.train.seq_len,
+                          eval_tokens);
+  r.recompute = opt.recompute;
+  r.shard_optimizer = opt.shard_optimizer;
+  return make_step_backend(opt.device, r);
 }
 
 // One training run (a pretrain, or a level): resumable, logged, evaluated.
@@ -218,7 +207,7 @@ TrainRunRecord train_run(Model& m, const TrainRunOptions& opt, std::span<const i
   const WeightQuantMode mode = opt.train.quant.weight_quant;
   const fs::path state_dir = opt.out_dir / state_name(name);
   const int64_t val_tokens = val.windows.empty() ? 0 : val.ppl.batch * int64_t(val.windows[0].tokens.size());
-  train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, val_tokens));
+  train::Trainer tr(m, opt.train, tokens, std::move(masks), step_backend_for(opt, val_tokens));
   if (const auto saved = opt.resume ? train::find_saved_state(state_dir) : std::nullopt) {
     tr.load_state(*saved);
     log_info("{}: resumed at step {} of {} from {}", name, tr.steps_done(), opt.train.steps, saved->string());
@@ -342,7 +331,7 @@ TrainRunRecord train_in_memory(Model& m, const TrainRunOptions& opt, std::span<c
   TrainRunRecord rec;
   rec.name = name;
   const auto t0 = Clock::now();
-  train::Trainer tr(m, opt.train, tokens, std::move(masks), make_step_backend(opt, 0));
+  train::Trainer tr(m, opt.train, tokens, std::move(masks), step_backend_for(opt, 0));
   int64_t tokens_done = 0;
   double run_seconds = 0;
   Progress progress(name, uint64_t(opt.train.steps), "tok");

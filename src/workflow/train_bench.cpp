@@ -10,11 +10,8 @@
 #include "core/log.hpp"
 #include "core/rng.hpp"
 #include "io/checkpoint.hpp"
+#include "workflow/backends.hpp"
 #include "workflow/train.hpp"
-#if TERNLAB_HAVE_CUDA
-#include "cuda/device_trainer.hpp"
-#include "cuda/profile.hpp"
-#endif
 
 namespace tl {
 
@@ -58,25 +55,19 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
       c.seed = opt.seed;
       std::unique_ptr<train::StepBackend> backend;
       if (opt.device == Device::Cuda) {
-#if TERNLAB_HAVE_CUDA
-        cuda::DeviceTrainerOptions d;
-        d.model.quant = c.quant;
         const ProcessGroup& g = process_group();
         TL_CHECK(batch % g.world == 0, "train-bench: batch {} does not split over {} GPUs", batch, g.world);
-        d.comm = process_communicator();
-        d.shard_optimizer = opt.shard_optimizer && g.world > 1;
-        d.model.device = g.gpu;
-        d.model.max_tokens = batch / g.world * opt.seq_len;
-        d.model.recompute = opt.recompute;
-        backend = cuda::make_device_step_backend(d);
-#endif
+        StepBackendRequest req;
+        req.quant = c.quant;
+        req.max_tokens = batch / g.world * opt.seq_len;
+        req.recompute = opt.recompute;
+        req.shard_optimizer = opt.shard_optimizer;
+        backend = make_step_backend(opt.device, req);
       }
       train::Trainer tr(m, c, tokens, {}, std::move(backend));
       std::vector<double> secs;
       for (int64_t s = 0; s < c.steps; ++s) {
-#if TERNLAB_HAVE_CUDA
-        if (s == opt.warmup && cuda::prof::enabled()) cuda::prof::reset();  // timed steps only
-#endif
+        if (s == opt.warmup && gpu_step_profile_enabled()) gpu_step_profile_reset();  // timed steps only
         const auto t0 = std::chrono::steady_clock::now();
         const train::StepLog log = tr.step();
         if (tr.backend()) tr.backend()->synchronize();  // the step's AdamW is inside its time
@@ -98,11 +89,9 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
       row.tflops = 6.0 * double(r.params) * row.tokens_per_s / 1e12;
       row.mfu = row.tflops * 1e12 / (opt.peak_flops * process_group().world);
       if (tr.backend()) row.memory_bytes = tr.backend()->memory_bytes();
-#if TERNLAB_HAVE_CUDA
-      if (cuda::prof::enabled())  // TERNLAB_CUDA_PROFILE=1: where a step's GPU time went
+      if (gpu_step_profile_enabled())  // TERNLAB_CUDA_PROFILE=1: where a step's GPU time went
         log_info("train-bench: batch {}: GPU time by phase (per step)\n{}", batch,
-                 cuda::prof::report(int(opt.steps)));
-#endif
+                 gpu_step_profile_report(int(opt.steps)));
       log_info("train-bench: batch {}: {:.0f} ± {:.0f} tokens/s, {:.3f} s/step, {:.1f} TFLOP/s", batch,
                row.tokens_per_s, row.tokens_per_s_sd, row.seconds_per_step, row.tflops);
     } catch (const std::exception& e) {
