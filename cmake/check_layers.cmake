@@ -2,7 +2,9 @@
 #   -DSRC=<source root: src/<layer>/...>  -DRULES=<file of set(TERNLAB_ALLOWED_<layer> ...) lines>
 #   [-DSTAMP=<file touched on success>]
 # An `#include "x/..."` in src/<layer>/ must name <layer> itself or a layer in TERNLAB_ALLOWED_<layer>;
-# layers without a rule (cli) may include anything. Fails with every violation listed.
+# layers without a rule (cli) may include anything. And one seam to the optional CUDA backend: outside
+# src/cuda, only TERNLAB_CUDA_SEAM (default workflow/backends.cpp) may include "cuda/..." or test
+# TERNLAB_HAVE_CUDA in a preprocessor line. Fails with every violation listed.
 get_filename_component(SRC "${SRC}" ABSOLUTE)
 include(${RULES})
 file(GLOB layers RELATIVE ${SRC} ${SRC}/*)
@@ -30,6 +32,21 @@ foreach(layer ${layers})
         string(APPEND violations "\n  src/${rel}: ${line} — layer ${layer} may include: ${allowed}")
       endif()
     endforeach()
+  endforeach()
+endforeach()
+if(NOT DEFINED TERNLAB_CUDA_SEAM)
+  set(TERNLAB_CUDA_SEAM workflow/backends.cpp)
+endif()
+file(GLOB_RECURSE all_files RELATIVE ${SRC} ${SRC}/*.cpp ${SRC}/*.hpp)
+foreach(rel ${all_files})
+  if(rel MATCHES "^cuda/" OR rel STREQUAL TERNLAB_CUDA_SEAM)
+    continue()
+  endif()
+  file(STRINGS ${SRC}/${rel} lines
+       REGEX "^[ \t]*#[ \t]*((el)?if(n?def)?[ \t].*TERNLAB_HAVE_CUDA|include[ \t]*\"cuda/)")
+  foreach(line ${lines})
+    string(STRIP "${line}" line)
+    string(APPEND violations "\n  src/${rel}: ${line} — only src/${TERNLAB_CUDA_SEAM} chooses the CUDA backend")
   endforeach()
 endforeach()
 if(violations)
