@@ -68,14 +68,9 @@ std::string_view dtype_string_or_fail(const std::string& s, std::string_view wha
   fail("{}: key '{}' = '{}' is not supported (expected bfloat16, float16 or float32)", what, key, s);
 }
 
-}  // namespace
+// Each reader takes one group of keys of config.json into c; `what` names the file in every error.
 
-BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
-  const std::string what(what_sv);
-  const ordered_json j = parse_json_object(json, what);
-  const Fields f(j, what);
-  BitNetConfig c;
-
+void read_model_type(const Fields& f, const std::string& what, BitNetConfig& c) {
   const std::string model_type = f.string("model_type", "bitnet");
   TL_CHECK(model_type == "bitnet", "{}: model_type must be 'bitnet', found '{}'", what, model_type);
   c.model_type = model_type;
@@ -89,7 +84,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
              "{}: architectures ['{}'] is not supported (expected BitNetForCausalLM)", what, name);
     c.architecture = name;
   }
+}
 
+void read_shapes(const Fields& f, const std::string& what, BitNetConfig& c) {
   c.hidden_size = f.integer("hidden_size");
   c.intermediate_size = f.integer("intermediate_size");
   c.num_hidden_layers = f.integer("num_hidden_layers");
@@ -109,12 +106,17 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
              c.hidden_size, c.num_attention_heads);
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
+}
+
+void read_scalars(const Fields& f, BitNetConfig& c) {
   c.rms_norm_eps = f.number("rms_norm_eps", 1e-5);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
   c.attention_bias = f.boolean("attention_bias", false);
   c.attention_dropout = f.number("attention_dropout", 0.0);
   c.initializer_range = f.number("initializer_range", 0.02);
+}
 
+void read_activation(const ordered_json& j, const Fields& f, const std::string& what, BitNetConfig& c) {
   // transformers' BitNetConfig defaults hidden_act to relu2 only when the key is absent; null is no
   // activation at all (ACT2FN[None] fails), so it is refused rather than read as the default.
   TL_CHECK(!(j.contains("hidden_act") && j["hidden_act"].is_null()),
@@ -127,7 +129,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
   } else {
     fail("{}: hidden_act '{}' is not supported (expected relu2 for BitNet b1.58, or silu)", what, act);
   }
+}
 
+void read_rope(const Fields& f, const std::string& what, BitNetConfig& c) {
   // RoPE: transformers 5 writes rope_parameters; Microsoft's files and transformers 4 write rope_theta.
   std::optional<double> theta;
   if (f.has("rope_theta")) theta = f.number("rope_theta", 0);
@@ -157,7 +161,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
     const std::string type = r.has("rope_type") ? r.string("rope_type", "") : r.string("type", "");
     TL_CHECK(type == "default", "{}: rope_scaling {} is not supported (only default RoPE)", what, rs.dump());
   }
+}
 
+void read_token_ids(const Fields& f, const std::string& what, BitNetConfig& c) {
   c.bos_token_id = f.integer("bos_token_id", 128000);
   if (f.has("eos_token_id") && f.at("eos_token_id").is_array()) {
     const auto& e = f.at("eos_token_id");
@@ -171,7 +177,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
   TL_CHECK(c.bos_token_id >= 0 && c.eos_token_id >= 0 && c.pad_token_id >= -1,
            "{}: token ids must be non-negative (bos {}, eos {}, pad {})", what, c.bos_token_id,
            c.eos_token_id, c.pad_token_id);
+}
 
+void read_dtype(const Fields& f, const std::string& what, BitNetConfig& c) {
   // transformers 5 writes "dtype"; older files "torch_dtype".
   std::string dtype;
   if (f.has("dtype")) dtype = std::string(dtype_string_or_fail(f.string("dtype", ""), what, "dtype"));
@@ -181,7 +189,9 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
     dtype = td;
   }
   c.torch_dtype = dtype.empty() ? "float32" : dtype;  // transformers' default dtype
+}
 
+void read_quantization_config(const Fields& f, const std::string& what, BitNetConfig& c) {
   c.has_quantization_config = f.has("quantization_config");
   if (c.has_quantization_config) {
     const auto& q = f.at("quantization_config");
@@ -227,7 +237,23 @@ BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
     c.quant_mode = QuantMode::Online;
     c.linear_class = LinearClass::AutoBitLinear;
   }
+}
 
+}  // namespace
+
+BitNetConfig parse_hf_config(std::string_view json, std::string_view what_sv) {
+  const std::string what(what_sv);
+  const ordered_json j = parse_json_object(json, what);
+  const Fields f(j, what);
+  BitNetConfig c;
+  read_model_type(f, what, c);
+  read_shapes(f, what, c);
+  read_scalars(f, c);
+  read_activation(j, f, what, c);
+  read_rope(f, what, c);
+  read_token_ids(f, what, c);
+  read_dtype(f, what, c);
+  read_quantization_config(f, what, c);
   for (double v : {c.rope_theta, c.rms_norm_eps, c.attention_dropout, c.initializer_range})
     TL_CHECK(std::isfinite(v), "{}: numeric fields must be finite", what);
   try {
