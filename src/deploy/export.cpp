@@ -104,19 +104,13 @@ uint32_t export_file_type(ExportKind kind) {
   return 0;
 }
 
-ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::string& chat_template,
-                         const ExportOptions& opt, const fs::path& out) {
-  const BitNetConfig& cfg = model.config;
-  cfg.validate();
-  const ExportKind kind = opt.kind;
-  const bool mainline = is_mainline(kind);
-  const std::string arch = mainline ? kMainlineArch : kBitnetCppArch;
-  const GgmlType linear_type = linear_type_of(kind);
-  const GgmlType embed_type =
-      opt.embed_type.value_or(kind == ExportKind::F32 ? GgmlType::F32 : GgmlType::F16);
-  const char* kname = export_kind_name(kind);
+namespace {
 
-  // ---- refusals, before any file exists ----
+// The refusals that need only the model, before any file exists.
+void check_exportable(const Model& model, ExportKind kind, GgmlType embed_type) {
+  const BitNetConfig& cfg = model.config;
+  const bool mainline = is_mainline(kind);
+  const char* kname = export_kind_name(kind);
   TL_CHECK(embed_type == GgmlType::F16 || embed_type == GgmlType::F32,
            "export: embedding type must be f16 or f32, found {}", ggml_type_name(embed_type));
   TL_CHECK(cfg.head_dim * cfg.num_attention_heads == cfg.hidden_size,
@@ -135,7 +129,12 @@ ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::st
   for (const ParamView& v : model.views)
     TL_CHECK(v.offset + v.numel <= model.params.size(),
              "export: tensor '{}' lies outside the parameter buffer", v.name);
-  const size_t row_multiple = mainline ? kTqBlock : kind == ExportKind::I2_S ? kI2sBlock : 1;
+}
+
+// Each linear's scale alpha (0 for other tensors), checked: rows a multiple of the type's block, alpha
+// positive, finite and normal (and representable in f16 for --type f16).
+std::vector<float> checked_linear_scales(const Model& model, ExportKind kind, GgmlType linear_type) {
+  const size_t row_multiple = is_mainline(kind) ? kTqBlock : kind == ExportKind::I2_S ? kI2sBlock : 1;
 
   std::vector<float> alpha(model.views.size(), 0.0f);
   for (size_t i = 0; i < model.views.size(); ++i) {
@@ -155,13 +154,16 @@ ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::st
                "export: tensor '{}' scale {} is not representable in f16 (use --type f32)", g, alpha[i]);
     }
   }
-  const GgufTokenizerMetadata tokmeta = gguf_tokenizer_metadata(tok, cfg, chat_template);
+  return alpha;
+}
 
-  // ---- metadata ----
+// The model's GGUF metadata under `arch`, then the tokenizer's.
+GgufMetadata model_metadata(const BitNetConfig& cfg, const std::string& arch, ExportKind kind,
+                            const std::string& name, const GgufTokenizerMetadata& tokmeta) {
   GgufMetadata kv;
   const auto key = [&](const char* k) { return arch + "." + k; };
   kv.emplace_back("general.architecture", arch);
-  kv.emplace_back("general.name", opt.name);
+  kv.emplace_back("general.name", name);
   kv.emplace_back(key("vocab_size"), uint32_t(cfg.vocab_size));
   kv.emplace_back(key("context_length"), uint32_t(cfg.max_position_embeddings));
   kv.emplace_back(key("embedding_length"), uint32_t(cfg.hidden_size));
@@ -182,6 +184,63 @@ ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::st
   kv.emplace_back("general.file_type", export_file_type(kind));
   kv.emplace_back("general.quantization_version", uint32_t(2));
   for (const auto& p : tokmeta.kv) kv.push_back(p);
+  return kv;
+}
+
+// One linear's ternary codes in the file's tensor type (the scale goes into the blocks, the codes' values
+// or, for the mainline types, a separate .scale tensor).
+void write_linear_codes(AtomicFile& f, const TernaryWeight& t, ExportKind kind, const std::string& g) {
+  std::vector<uint8_t> bytes;
+  switch (kind) {
+    case ExportKind::TQ2_0:
+      bytes.resize(tq2_0_bytes(t.codes.size()));
+      encode_tq2_0(t.codes, f32_to_f16(1.0f), bytes, g);
+      break;
+    case ExportKind::TQ1_0:
+      bytes.resize(tq1_0_bytes(t.codes.size()));
+      encode_tq1_0(t.codes, f32_to_f16(1.0f), bytes, g);
+      break;
+    case ExportKind::I2_S:
+      bytes.resize(i2_s_bytes(t.codes.size()));
+      encode_i2_s(t.codes, t.scale, bytes, g);
+      break;
+    case ExportKind::F16: {
+      const uint16_t pos = f32_to_f16(t.scale), neg = uint16_t(pos | 0x8000u);
+      std::vector<uint16_t> h(t.codes.size());
+      for (size_t k = 0; k < h.size(); ++k) h[k] = t.codes[k] == 0 ? uint16_t(0) : t.codes[k] > 0 ? pos : neg;
+      f.write(h.data(), h.size() * 2);
+      return;
+    }
+    case ExportKind::F32: {
+      std::vector<float> w(t.codes.size());
+      for (size_t k = 0; k < w.size(); ++k) w[k] = float(t.codes[k]) * t.scale;
+      f.write(w.data(), w.size() * 4);
+      return;
+    }
+  }
+  f.write(bytes.data(), bytes.size());
+}
+
+}  // namespace
+
+ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::string& chat_template,
+                         const ExportOptions& opt, const fs::path& out) {
+  const BitNetConfig& cfg = model.config;
+  cfg.validate();
+  const ExportKind kind = opt.kind;
+  const bool mainline = is_mainline(kind);
+  const std::string arch = mainline ? kMainlineArch : kBitnetCppArch;
+  const GgmlType linear_type = linear_type_of(kind);
+  const GgmlType embed_type =
+      opt.embed_type.value_or(kind == ExportKind::F32 ? GgmlType::F32 : GgmlType::F16);
+
+  // ---- refusals, before any file exists ----
+  check_exportable(model, kind, embed_type);
+  const std::vector<float> alpha = checked_linear_scales(model, kind, linear_type);
+  const GgufTokenizerMetadata tokmeta = gguf_tokenizer_metadata(tok, cfg, chat_template);
+
+  // ---- metadata ----
+  const GgufMetadata kv = model_metadata(cfg, arch, kind, opt.name, tokmeta);
 
   // ---- tensors, each written when its turn comes (one linear's codes in memory at a time) ----
   ExportReport rep;
@@ -204,36 +263,7 @@ ExportReport export_gguf(const Model& model, const Tokenizer& tok, const std::st
                         TL_CHECK(t.scale == a, "export: internal: scale of '{}' changed", g);
                         rep.linear_weights += t.codes.size();
                         rep.zero_codes += t.zeros;
-                        std::vector<uint8_t> bytes;
-                        switch (kind) {
-                          case ExportKind::TQ2_0:
-                            bytes.resize(tq2_0_bytes(t.codes.size()));
-                            encode_tq2_0(t.codes, f32_to_f16(1.0f), bytes, g);
-                            break;
-                          case ExportKind::TQ1_0:
-                            bytes.resize(tq1_0_bytes(t.codes.size()));
-                            encode_tq1_0(t.codes, f32_to_f16(1.0f), bytes, g);
-                            break;
-                          case ExportKind::I2_S:
-                            bytes.resize(i2_s_bytes(t.codes.size()));
-                            encode_i2_s(t.codes, t.scale, bytes, g);
-                            break;
-                          case ExportKind::F16: {
-                            const uint16_t pos = f32_to_f16(t.scale), neg = uint16_t(pos | 0x8000u);
-                            std::vector<uint16_t> h(t.codes.size());
-                            for (size_t k = 0; k < h.size(); ++k)
-                              h[k] = t.codes[k] == 0 ? uint16_t(0) : t.codes[k] > 0 ? pos : neg;
-                            f.write(h.data(), h.size() * 2);
-                            return;
-                          }
-                          case ExportKind::F32: {
-                            std::vector<float> w(t.codes.size());
-                            for (size_t k = 0; k < w.size(); ++k) w[k] = float(t.codes[k]) * t.scale;
-                            f.write(w.data(), w.size() * 4);
-                            return;
-                          }
-                        }
-                        f.write(bytes.data(), bytes.size());
+                        write_linear_codes(f, t, kind, g);
                       }});
       if (mainline)  // d = 1 in every block; alpha exactly, as mainline multiplies the matmul output by it
         plan.push_back({{gguf_scale_name(g), GgmlType::F32, {1}}, [a](AtomicFile& f) { f.write(&a, 4); }});
