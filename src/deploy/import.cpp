@@ -69,78 +69,32 @@ struct Expected {
   bool required = true;
 };
 
-}  // namespace
-
-struct GgufModelReader::State {
-  std::unique_ptr<GgufFile> file;
-  BitNetConfig config;
-  GgufFormat format;
-  std::optional<GgufTokenizer> tok;
+// The hyperparameters under `<arch>.`: counts bounded, heads whole, RoPE plain.
+struct GgufShape {
+  int64_t C = 0, F = 0, L = 0, H = 0, KV = 0, hd = 0, ctx = 0;
+  double eps = 0, theta = 0;
 };
-
-GgufModelReader::GgufModelReader(const fs::path& path, const ImportOptions& options)
-    : s_(std::make_unique<State>()) {
-  s_->file = std::make_unique<GgufFile>(path);
-  open(options);
+// The positive count under `<arch>.<key>` if the file has it (nullopt when absent); required_count refuses
+// its absence.
+std::optional<int64_t> optional_count(const GgufFile& f, const std::string& arch, const char* key) {
+  const std::string k = arch + "." + key;
+  const auto v = gguf_int(f, k);
+  if (!v) return std::nullopt;
+  TL_CHECK(*v > 0 && *v <= (int64_t(1) << 31), "{}: metadata key '{}' = {} must be a positive count",
+           f.what(), k, *v);
+  return v;
+}
+int64_t required_count(const GgufFile& f, const std::string& arch, const char* key) {
+  const auto v = optional_count(f, arch, key);
+  TL_CHECK(v, "{}: missing metadata key '{}.{}'", f.what(), arch, key);
+  return *v;
 }
 
-GgufModelReader::GgufModelReader(std::span<const uint8_t> image, std::string_view what,
-                                 const ImportOptions& options)
-    : s_(std::make_unique<State>()) {
-  s_->file = std::make_unique<GgufFile>(image, what);
-  open(options);
-}
-
-GgufModelReader::~GgufModelReader() = default;
-GgufModelReader::GgufModelReader(GgufModelReader&&) noexcept = default;
-GgufModelReader& GgufModelReader::operator=(GgufModelReader&&) noexcept = default;
-
-const GgufFile& GgufModelReader::file() const {
-  return *s_->file;
-}
-const BitNetConfig& GgufModelReader::config() const {
-  return s_->config;
-}
-const GgufFormat& GgufModelReader::format() const {
-  return s_->format;
-}
-const Tokenizer& GgufModelReader::tokenizer() const {
-  return s_->tok->tokenizer;
-}
-const std::string& GgufModelReader::chat_template() const {
-  return s_->tok->chat_template;
-}
-
-void GgufModelReader::open(const ImportOptions& options) {
-  const GgufFile& f = *s_->file;
+GgufShape read_shape(const GgufFile& f, const std::string& arch, GgufFormat& form) {
   const std::string& what = f.what();
-  GgufFormat& form = s_->format;
-
-  // ---- architecture and hyperparameters ----
-  const std::string arch = f.get<std::string>("general.architecture");
-  TL_CHECK(arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25",
-           "{}: general.architecture '{}' is not a BitNet architecture (expected bitnet for llama.cpp, "
-           "bitnet-b1.58 or bitnet-25 for bitnet.cpp)",
-           what, arch);
-  const bool bitnet_cpp = arch != "bitnet";
-  form.arch = arch;
-  form.engine = bitnet_cpp ? "bitnet.cpp" : "llama.cpp";
-  form.name = gguf_string(f, "general.name").value_or("");
-  form.file_type = gguf_int(f, "general.file_type").value_or(-1);
-
   const std::string p = arch + ".";
-  const auto positive = [&](const std::string& key, std::optional<int64_t> v) {
-    TL_CHECK(v, "{}: missing metadata key '{}'", what, key);
-    TL_CHECK(*v > 0 && *v <= (int64_t(1) << 31), "{}: metadata key '{}' = {} must be a positive count", what,
-             key, *v);
-    return *v;
-  };
-  const auto required = [&](const char* k) { return positive(p + k, gguf_int(f, p + k)); };
-  const auto optional = [&](const char* k) -> std::optional<int64_t> {
-    const auto v = gguf_int(f, p + k);
-    if (!v) return std::nullopt;
-    return positive(p + k, v);
-  };
+  const auto required = [&](const char* k) { return required_count(f, arch, k); };
+  const auto optional = [&](const char* k) { return optional_count(f, arch, k); };
   const int64_t C = required("embedding_length");
   const int64_t F = required("feed_forward_length");
   const int64_t L = required("block_count");
@@ -179,8 +133,16 @@ void GgufModelReader::open(const ImportOptions& options) {
         "{}: {}rope.scaling.type '{}' with factor {} is not supported (only none, or linear with factor 1)",
         what, p, *type, factor);
   }
+  return {C, F, L, H, KV, hd, ctx, *eps, *theta};
+}
 
-  // ---- FFN activation: never assumed where the file's consumer would not assume it ----
+// The FFN activation: the override, the file's key, or what the arch implies; never assumed where the
+// file's consumer would not assume it.
+std::string resolve_activation(const GgufFile& f, const std::string& arch, const ImportOptions& options,
+                               GgufFormat& form) {
+  const std::string& what = f.what();
+  const std::string p = arch + ".";
+  const bool bitnet_cpp = arch != "bitnet";
   std::string act_key = p + "hidden_activation";
   auto file_act = gguf_string(f, act_key);
   if (!file_act && gguf_string(f, "ternlab.hidden_activation")) {  // ternlab's SiLU export for mainline
@@ -216,22 +178,13 @@ void GgufModelReader::open(const ImportOptions& options) {
     act = "relu2";
     form.activation_source = "implied by the arch";
   }
+  return act;
+}
 
-  // ---- tokenizer ----
-  s_->tok = tokenizer_from_gguf(f, arch, options.tokenizer_pre);
-  const GgufTokenizer& tok = *s_->tok;
-  form.tokenizer_pre = tok.pre;
-  form.tokenizer_pre_used = tok.pre_used;
-  form.vocab_entries = tok.vocab_entries;
-  form.padding_tokens = tok.padding;
-  form.chat_template = !tok.chat_template.empty();
-  if (tok.pre.empty())
-    form.notes.push_back(fmt::format("no tokenizer.ggml.pre: the {} pre-tokenizer used", tok.pre_used));
-  const auto V = int64_t(tok.vocab_entries);
-  if (const auto vs = optional("vocab_size"))
-    TL_CHECK(*vs == V, "{}: {}vocab_size = {} but tokenizer.ggml.tokens has {} entries", what, p, *vs, V);
-
-  // ---- tensors ----
+// Every tensor the arch and the shape call for: dims in ggml order, role, and where the dims come from.
+std::map<std::string, Expected, std::less<>> expected_tensors(const GgufShape& sh, int64_t V,
+                                                              bool bitnet_cpp) {
+  const int64_t C = sh.C, F = sh.F, L = sh.L, KV = sh.KV, hd = sh.hd;
   std::map<std::string, Expected, std::less<>> expected;
   const auto U = [](int64_t x) { return uint64_t(x); };
   const std::string embd_why = fmt::format("embedding_length {}, {} tokens", C, V);
@@ -261,7 +214,15 @@ void GgufModelReader::open(const ImportOptions& options) {
       if (!bitnet_cpp) expected[b + name + ".scale"] = {{1}, Role::Scale, "one scale", false};
     }
   }
+  return expected;
+}
 
+// Each tensor of the file is expected, of a type ternlab reads for its role and of the expected dims; every
+// required tensor is there. Records the types found in form.
+void check_tensors(const GgufFile& f, const std::map<std::string, Expected, std::less<>>& expected,
+                   const std::string& arch, int64_t L, GgufFormat& form) {
+  const std::string& what = f.what();
+  const bool bitnet_cpp = arch != "bitnet";
   bool first_norm = true;
   for (const GgufTensorInfo& t : f.tensors()) {
     const std::string tn = fmt::format("{}: tensor '{}'", what, t.name);
@@ -326,19 +287,100 @@ void GgufModelReader::open(const ImportOptions& options) {
   for (const auto& [name, e] : expected)
     TL_CHECK(!e.required || f.find_tensor(name), "{}: missing tensor '{}' (arch {}, {} layers)", what, name,
              arch, L);
+}
+
+}  // namespace
+
+struct GgufModelReader::State {
+  std::unique_ptr<GgufFile> file;
+  BitNetConfig config;
+  GgufFormat format;
+  std::optional<GgufTokenizer> tok;
+};
+
+GgufModelReader::GgufModelReader(const fs::path& path, const ImportOptions& options)
+    : s_(std::make_unique<State>()) {
+  s_->file = std::make_unique<GgufFile>(path);
+  open(options);
+}
+
+GgufModelReader::GgufModelReader(std::span<const uint8_t> image, std::string_view what,
+                                 const ImportOptions& options)
+    : s_(std::make_unique<State>()) {
+  s_->file = std::make_unique<GgufFile>(image, what);
+  open(options);
+}
+
+GgufModelReader::~GgufModelReader() = default;
+GgufModelReader::GgufModelReader(GgufModelReader&&) noexcept = default;
+GgufModelReader& GgufModelReader::operator=(GgufModelReader&&) noexcept = default;
+
+const GgufFile& GgufModelReader::file() const {
+  return *s_->file;
+}
+const BitNetConfig& GgufModelReader::config() const {
+  return s_->config;
+}
+const GgufFormat& GgufModelReader::format() const {
+  return s_->format;
+}
+const Tokenizer& GgufModelReader::tokenizer() const {
+  return s_->tok->tokenizer;
+}
+const std::string& GgufModelReader::chat_template() const {
+  return s_->tok->chat_template;
+}
+
+void GgufModelReader::open(const ImportOptions& options) {
+  const GgufFile& f = *s_->file;
+  const std::string& what = f.what();
+  GgufFormat& form = s_->format;
+
+  // ---- architecture and hyperparameters ----
+  const std::string arch = f.get<std::string>("general.architecture");
+  TL_CHECK(arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25",
+           "{}: general.architecture '{}' is not a BitNet architecture (expected bitnet for llama.cpp, "
+           "bitnet-b1.58 or bitnet-25 for bitnet.cpp)",
+           what, arch);
+  const bool bitnet_cpp = arch != "bitnet";
+  form.arch = arch;
+  form.engine = bitnet_cpp ? "bitnet.cpp" : "llama.cpp";
+  form.name = gguf_string(f, "general.name").value_or("");
+  form.file_type = gguf_int(f, "general.file_type").value_or(-1);
+
+  const GgufShape sh = read_shape(f, arch, form);
+  const std::string act = resolve_activation(f, arch, options, form);
+
+  // ---- tokenizer ----
+  s_->tok = tokenizer_from_gguf(f, arch, options.tokenizer_pre);
+  const GgufTokenizer& tok = *s_->tok;
+  form.tokenizer_pre = tok.pre;
+  form.tokenizer_pre_used = tok.pre_used;
+  form.vocab_entries = tok.vocab_entries;
+  form.padding_tokens = tok.padding;
+  form.chat_template = !tok.chat_template.empty();
+  if (tok.pre.empty())
+    form.notes.push_back(fmt::format("no tokenizer.ggml.pre: the {} pre-tokenizer used", tok.pre_used));
+  const auto V = int64_t(tok.vocab_entries);
+  if (const auto vs = optional_count(f, arch, "vocab_size"))
+    TL_CHECK(*vs == V, "{}: {}.vocab_size = {} but tokenizer.ggml.tokens has {} entries", what, arch, *vs, V);
+
+  // ---- tensors ----
+  const auto expected = expected_tensors(sh, V, bitnet_cpp);
+  check_tensors(f, expected, arch, sh.L, form);
 
   // ---- config ----
   BitNetConfig& cfg = s_->config;
-  cfg.hidden_size = C;
-  cfg.intermediate_size = F;
-  cfg.num_hidden_layers = L;
-  cfg.num_attention_heads = H;
-  cfg.num_key_value_heads = KV;
-  cfg.head_dim = hd;
+  cfg.hidden_size = sh.C;
+  cfg.intermediate_size = sh.F;
+  cfg.num_hidden_layers = sh.L;
+  cfg.num_attention_heads = sh.H;
+  cfg.num_key_value_heads = sh.KV;
+  cfg.head_dim = sh.hd;
   cfg.vocab_size = V;
-  cfg.max_position_embeddings = ctx;
-  cfg.rope_theta = *theta;
-  cfg.rms_norm_eps = *eps;
+  cfg.max_position_embeddings = sh.ctx;
+  cfg.rope_theta = sh.theta;
+  cfg.rms_norm_eps = sh.eps;
   cfg.hidden_act = act == "silu" ? Activation::Silu : Activation::Relu2;
   form.activation = act;
   cfg.tie_word_embeddings = !form.lm_head;
