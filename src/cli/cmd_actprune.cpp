@@ -10,7 +10,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "cpu/threads.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "text/corpus.hpp"
 #include "text/tokenizer.hpp"
 #include "workflow/perplexity.hpp"

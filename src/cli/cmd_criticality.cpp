@@ -12,7 +12,7 @@
 #include "core/file.hpp"
 #include "core/parse.hpp"
 #include "cpu/threads.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "text/tokenizer.hpp"
 #include "workflow/criticality.hpp"
 

@@ -9,9 +9,9 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
-#include "deploy/chat_template_default.hpp"
-#include "deploy/export.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/chat_template_default.hpp"
+#include "formats/checkpoint.hpp"
+#include "formats/export.hpp"
 
 namespace tl::cli {
 namespace {

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "deploy/open_model.hpp"
+#include "formats/open_model.hpp"
 #include "model/stats.hpp"
 
 namespace tl::cli {

@@ -9,9 +9,9 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "cpu/threads.hpp"
-#include "deploy/import.hpp"
+#include "formats/checkpoint.hpp"
+#include "formats/import.hpp"
 #include "infer/engine.hpp"
-#include "io/checkpoint.hpp"
 #include "workflow/perplexity.hpp"
 
 namespace tl::cli {

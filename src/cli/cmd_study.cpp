@@ -5,7 +5,7 @@
 #include "cli/cli.hpp"
 #include "core/error.hpp"
 #include "cpu/threads.hpp"
-#include "io/hf_config.hpp"
+#include "formats/hf_config.hpp"
 #include "study/study.hpp"
 
 namespace tl::cli {

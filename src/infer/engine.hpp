@@ -15,7 +15,7 @@
 
 #include "cpu/forward.hpp"
 #include "cpu/ternary_kernels.hpp"
-#include "deploy/import.hpp"
+#include "formats/import.hpp"
 #include "infer/session.hpp"
 #include "model/model.hpp"
 #include "model/quant.hpp"
@@ -45,7 +45,7 @@ struct EngineSource {
 // From a Model in memory (a checkpoint): codes and scales from the one quantizer (model/quant.hpp).
 // The Model must outlive the EngineSource's use (the engine's constructor).
 EngineSource engine_source(const Model& model);
-// From a GGUF file (deploy/import.hpp): codes and scales as the file stores them, the embedding as stored
+// From a GGUF file (formats/import.hpp): codes and scales as the file stores them, the embedding as stored
 // (f16 stays f16). The reader must outlive the EngineSource's use.
 EngineSource engine_source(const GgufModelReader& reader);
 

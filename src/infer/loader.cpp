@@ -8,11 +8,11 @@
 
 #include "core/error.hpp"
 #include "core/file.hpp"
-#include "deploy/import.hpp"
-#include "deploy/open_model.hpp"
+#include "formats/checkpoint.hpp"
+#include "formats/import.hpp"
+#include "formats/open_model.hpp"
 #include "infer/engine.hpp"
 #include "infer/reference_model.hpp"
-#include "io/checkpoint.hpp"
 
 namespace tl {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "deploy/open_model.hpp"  // is_gguf_file
+#include "formats/open_model.hpp"  // is_gguf_file
 #include "infer/session.hpp"
 #include "text/tokenizer.hpp"
 

@@ -1,5 +1,5 @@
 // BitNet b1.58 model configuration: every field of the HF config.json of microsoft/bitnet-b1.58-2B-4T
-// (see ../shared/reference/bitnet-arch-and-formats.md §1.1). Parsing/writing lives in io/hf_config.
+// (see ../shared/reference/bitnet-arch-and-formats.md §1.1). Parsing/writing lives in formats/hf_config.
 #pragma once
 #include <cstdint>
 #include <string>

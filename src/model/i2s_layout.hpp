@@ -1,5 +1,5 @@
 // I2_S, bitnet.cpp's x86 layout of ternary codes: the one codec behind the engine's packed weights
-// (cpu/ternary_kernels) and the GGUF tensors (deploy/ternary_blocks). Codes go in blocks of 128, each
+// (cpu/ternary_kernels) and the GGUF tensors (formats/ternary_blocks). Codes go in blocks of 128, each
 // 32 bytes; byte p of a block holds elements p, p + 32, p + 64, p + 96 in bits 7:6, 5:4, 3:2, 1:0, each as
 // code + 1 in {0, 1, 2} (the 2-bit value 3 is unused).
 #pragma once

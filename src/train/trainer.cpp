@@ -8,8 +8,8 @@
 
 #include "core/error.hpp"
 #include "core/file.hpp"
-#include "io/checkpoint.hpp"
-#include "io/safetensors.hpp"
+#include "formats/checkpoint.hpp"
+#include "formats/safetensors.hpp"
 
 namespace tl::train {
 

@@ -7,7 +7,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
-#include "deploy/chat_template_default.hpp"
+#include "formats/chat_template_default.hpp"
 #include "model/model.hpp"
 #include "text/tokenizer.hpp"
 

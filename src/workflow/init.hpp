@@ -7,7 +7,7 @@
 #include <string>
 
 #include "core/dtype.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/config.hpp"
 
 namespace tl {

@@ -12,7 +12,7 @@
 namespace tl {
 
 struct PplRunOptions {
-  std::filesystem::path checkpoint;  // a checkpoint directory or a GGUF file (deploy/import.hpp)
+  std::filesystem::path checkpoint;  // a checkpoint directory or a GGUF file (formats/import.hpp)
   std::string hidden_act;            // GGUF only: supplies or overrides the file's FFN activation
   std::filesystem::path tokenizer;   // default: <checkpoint>/tokenizer.json
   std::string corpus = "brown";      // brown | wikitext | text | jsonl | tokens

@@ -8,7 +8,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
-#include "io/safetensors.hpp"
+#include "formats/safetensors.hpp"
 #include "workflow/init.hpp"
 
 namespace tl {

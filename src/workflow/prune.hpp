@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "prune/prune.hpp"
 
 namespace tl {

@@ -7,7 +7,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/log.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/quant.hpp"
 #include "workflow/init.hpp"
 #include "workflow/perplexity.hpp"

@@ -12,7 +12,7 @@
 #include "core/half.hpp"
 #include "core/log.hpp"
 #include "core/parse.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/stats.hpp"
 #include "report/svg.hpp"
 

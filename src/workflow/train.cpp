@@ -14,7 +14,7 @@
 #include "core/file.hpp"
 #include "core/log.hpp"
 #include "cpu/threads.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/quant.hpp"
 #include "text/corpus.hpp"
 #include "text/token_file.hpp"

@@ -9,7 +9,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/rng.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "workflow/backends.hpp"
 #include "workflow/train.hpp"
 

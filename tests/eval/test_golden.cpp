@@ -7,7 +7,7 @@
 
 #include "../common/fixture.hpp"
 #include "cpu/forward.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/quant.hpp"
 
 using namespace tl;

@@ -9,7 +9,7 @@
 
 #include "../common/test_util.hpp"
 #include "core/file.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "text/tokenizer.hpp"

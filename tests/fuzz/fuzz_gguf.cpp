@@ -7,7 +7,7 @@
 #include <span>
 
 #include "core/error.hpp"
-#include "gguf/gguf.hpp"
+#include "formats/gguf.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

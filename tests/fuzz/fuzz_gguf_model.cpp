@@ -10,7 +10,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "deploy/import.hpp"
+#include "formats/import.hpp"
 #include "model/quant.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -7,7 +7,7 @@
 #include <span>
 
 #include "core/error.hpp"
-#include "io/safetensors.hpp"
+#include "formats/safetensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -11,7 +11,7 @@
 
 #include "../common/test_util.hpp"
 #include "core/half.hpp"
-#include "deploy/export.hpp"
+#include "formats/export.hpp"
 #include "infer/bench.hpp"
 #include "infer/engine.hpp"
 #include "infer/loader.hpp"

@@ -40,7 +40,7 @@
 
 #include "../common/fixture.hpp"
 #include "core/rng.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "train/optim.hpp"
 #include "train/train_model.hpp"
 

@@ -11,7 +11,7 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "cpu/forward.hpp"
-#include "io/checkpoint.hpp"
+#include "formats/checkpoint.hpp"
 #include "model/model.hpp"
 #include "model/quant.hpp"
 #include "train/snap.hpp"
