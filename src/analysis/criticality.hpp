@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/forward.hpp"
+#include "model/backend.hpp"  // BlockRunner, BlockRunnerFactory
 
 namespace tl {
 
@@ -39,21 +40,8 @@ std::vector<std::string> select_analysis_texts(const std::vector<std::string>& r
                                                int chars = 500, int min_chars = 100);
 
 // ---------------------------------------------------------------------------------------------------------
-// Where the decoder blocks run: the CPU reference (CpuBlockRunner) or the GPU (cuda/criticality_runner.hpp).
-
-class BlockRunner {
- public:
-  virtual ~BlockRunner() = default;
-  virtual const BitNetConfig& config() const = 0;
-  // The input embedding table (vocab_size, C), row-major, on the host.
-  virtual const float* embedding_rows() const = 0;
-  // After block l: its output x_out (T,C) on the host. It may change x_out in place (the next block reads
-  // the changed stream); returning false says no later block is needed.
-  using AfterBlock = std::function<bool(int64_t layer, float* x_out)>;
-  // Runs blocks 0, 1, ... of one sequence (batch 1) from x (T,C), the residual stream entering block 0,
-  // calling after_block after each. Errors: T not in [1, max_position_embeddings], and the backend's.
-  virtual void run_blocks(const float* x, int64_t T, const AfterBlock& after_block) = 0;
-};
+// Where the decoder blocks run (BlockRunner, model/backend.hpp): the CPU reference below, or the GPU
+// (cuda/criticality_runner.hpp).
 
 // The CPU reference: one CpuModel forward per call, after_block called from a block hook (any hooks
 // already installed on the CpuModel still run first). After a false, the forward still finishes (the
@@ -232,9 +220,6 @@ struct CriticalityReport {
   CriticalityResult model;
   std::vector<std::pair<std::string, CriticalityResult>> controls;  // in the order asked
 };
-// A runner of the Model as it is now (a control changes the weights: each gets a new runner, made after the
-// previous one is gone, so only one copy of a model's codes exists at a time).
-using BlockRunnerFactory = std::function<std::unique_ptr<BlockRunner>(const Model& model)>;
 // Runs the model, then each control in the order given. To fit a 2B model in memory the controls are made
 // IN PLACE: `model` holds the last control's weights afterwards. Noise draws are the same for all.
 // Without make_runner: CpuBlockRunner.

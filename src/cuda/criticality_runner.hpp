@@ -1,4 +1,4 @@
-// The criticality measurements' decoder blocks on the GPU (analysis/criticality.hpp's BlockRunner): the
+// The criticality measurements' decoder blocks on the GPU (model/backend.hpp's BlockRunner): the
 // inference DeviceModel (CpuModel's quantizers, cuda/inference.hpp), one block at a time, the residual
 // stream crossing to the host after each block (the measurements and the FTLE's renormalisation are host
 // code). Results equal the CPU's up to floating-point summation order (tests/cuda/test_criticality.cpp).
@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "analysis/criticality.hpp"
 #include "cuda/device_model.hpp"
+#include "model/backend.hpp"
 
 namespace tl::cuda {
 

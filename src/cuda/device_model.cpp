@@ -50,13 +50,6 @@ namespace {
 // 496 ms step at the 2b4t shape, batch 64 (H200).
 constexpr int64_t kChunkElems = int64_t(1) << 28;
 
-// The kernels take the one quantizer spec as a plain int.
-static_assert(k::kAbsmean == int(WeightQuant::Absmean) && k::kFixed == int(WeightQuant::Fixed) &&
-              k::kRptFixed == int(WeightQuant::RptFixed) && k::kOff == int(WeightQuant::Off));
-int weight_mode(WeightQuant m) {
-  return int(m);
-}
-
 }  // namespace
 
 struct DeviceModel::Impl {
@@ -64,7 +57,7 @@ struct DeviceModel::Impl {
   DeviceModelOptions opt;
   int64_t L = 0, C = 0, F = 0, Q = 0, KV = 0, NH = 0, NKV = 0, hd = 0, V = 0, W = 0, maxN = 0, chunk = 0;
   size_t P = 0;
-  int mode = k::kAbsmean;
+  WeightQuant mode = WeightQuant::Absmean;
   bool aq = true, relu2 = true;
   float eps = 1e-5f;
 
@@ -205,7 +198,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
   m.W = m.Q + 2 * m.KV;
   m.maxN = options.max_tokens;
   m.P = model.params.size();
-  m.mode = weight_mode(options.quant.weight_quant);
+  m.mode = options.quant.weight_quant;
   m.aq = options.quant.act_quant;
   m.relu2 = c.hidden_act == Activation::Relu2;
   m.eps = float(c.rms_norm_eps);
@@ -225,7 +218,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
   const int64_t want[7][2] = {{Q, C}, {KV, C}, {KV, C}, {C, Q}, {F, C}, {F, C}, {C, F}};
   std::vector<k::LinearDesc> descs;
   std::vector<float> fixed;
-  const bool need_fixed = m.mode == k::kFixed || m.mode == k::kRptFixed;
+  const bool need_fixed = m.mode == WeightQuant::Fixed || m.mode == WeightQuant::RptFixed;
   m.lay.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     Impl::LayerOff& lo = m.lay[size_t(l)];
@@ -239,7 +232,7 @@ DeviceModel::DeviceModel(const Model& model, DeviceModelOptions options) : impl_
         auto it = model.fixed_scale.find(v.name);
         TL_CHECK(it != model.fixed_scale.end() && it->second > 0 && std::isfinite(it->second),
                  "cuda model: weight quantization '{}' needs a positive fixed scale for '{}'",
-                 m.mode == k::kFixed ? "fixed" : "rpt-fixed", v.name);
+                 m.mode == WeightQuant::Fixed ? "fixed" : "rpt-fixed", v.name);
         fixed.push_back(it->second);
       }
     }
@@ -388,9 +381,9 @@ void DeviceModel::Impl::ensure_backward_buffers() {
 void DeviceModel::Impl::compute_weight_stats() {
   if (opt.constant_weights && codes_valid) return;
   const int nlin = int(L * 7);
-  if (mode == k::kAbsmean || mode == k::kRptFixed)
+  if (mode == WeightQuant::Absmean || mode == WeightQuant::RptFixed)
     k::weight_stats_partial(psum, pcnt, params, lin_desc, nlin, stat_blocks,
-                            mode == k::kRptFixed ? fixed : nullptr, stream);
+                            mode == WeightQuant::RptFixed ? fixed : nullptr, stream);
   k::weight_stats_finalize(alpha, eff, psum, pcnt, lin_desc, nlin, mode, fixed, stream);
 }
 
@@ -400,7 +393,7 @@ void DeviceModel::Impl::quantize_layer(int64_t l) {
   bf16* codes = codes_of(l);
   for (int w = 0; w < 7; ++w)
     k::weight_codes(codes + code_off[w], params + lay[size_t(l)].lin[w], numel[w],
-                    mode == k::kOff ? nullptr : alpha + l * 7 + w, stream);
+                    mode == WeightQuant::Off ? nullptr : alpha + l * 7 + w, stream);
 }
 
 namespace {
@@ -617,15 +610,15 @@ double DeviceModel::Impl::forward_impl(std::span<const int32_t> tokens, std::spa
     TL_CHECK(tokens[i] >= 0 && tokens[i] < V, "cuda forward: token {} at index {} is outside [0, {})",
              tokens[i], i, V);
     if (!targets.empty()) {
-      TL_CHECK(targets[i] == train::kIgnoreTarget || (targets[i] >= 0 && targets[i] < V),
+      TL_CHECK(targets[i] == kIgnoreTarget || (targets[i] >= 0 && targets[i] < V),
                "cuda forward: target {} at index {} is outside [0, {}) and not {} (ignore)", targets[i], i, V,
-               train::kIgnoreTarget);
-      count += targets[i] != train::kIgnoreTarget;
+               kIgnoreTarget);
+      count += targets[i] != kIgnoreTarget;
     }
   }
   TL_CHECK(targets.empty() || count > 0,
            "cuda forward: every one of the {} targets is {} (ignored); the mean loss is undefined", N,
-           train::kIgnoreTarget);
+           kIgnoreTarget);
   TL_CUDA_CHECK(cudaSetDevice(m.opt.device));
   TL_PROF(m.stream, "idle: host between forwards");
   m.has_targets = false;

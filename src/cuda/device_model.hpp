@@ -1,6 +1,6 @@
-// The CUDA backend's model: train::TrainModel (train/train_model.hpp) on one GPU. Same architecture, same
-// quantizers, same flat parameter and gradient layout (Model::params offsets), so a host AdamW, a device
-// AdamW or an NCCL all-reduce all see one contiguous buffer.
+// The CUDA backend's model: the CPU reference's train::TrainModel (train/train_model.hpp) on one GPU. Same
+// architecture, same quantizers, same flat parameter and gradient layout (Model::params offsets), so a host
+// AdamW, a device AdamW or an NCCL all-reduce all see one contiguous buffer.
 //
 // Numerics (stated tolerances are in tests/cuda):
 //   - parameters: an fp32 master copy on the device (uploaded from / downloaded to Model::params);
@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "model/backend.hpp"
 #include "model/model.hpp"
-#include "train/train_model.hpp"
 
 namespace tl::cuda {
 
@@ -37,9 +37,9 @@ bool available(std::string* why = nullptr);
 std::string device_description(int device = 0);
 
 struct DeviceModelOptions {
-  train::TrainOptions quant;  // weight quantizer (absmean / fixed / rpt-fixed / off), ActQuant on or off
-  int64_t max_tokens = 0;     // largest B*T of any forward; scratch is sized for it (must be >= 1)
-  bool keep_logits = false;   // keep the (B*T, V) fp32 logits of the last forward (tests, small models)
+  TrainOptions quant;        // weight quantizer (absmean / fixed / rpt-fixed / off), ActQuant on or off
+  int64_t max_tokens = 0;    // largest B*T of any forward; scratch is sized for it (must be >= 1)
+  bool keep_logits = false;  // keep the (B*T, V) fp32 logits of the last forward (tests, small models)
   // Evaluation: every layer's weight statistics and ternary codes are computed by the first forward and kept
   // (L x one layer's codes in bf16) until upload_params() or params_device() says the weights changed.
   bool constant_weights = false;

@@ -9,7 +9,7 @@
 #include "cuda/nccl.hpp"
 #include "cuda/optim.hpp"
 #include "cuda/profile.hpp"
-#include "train/trainer.hpp"
+#include "model/backend.hpp"
 
 namespace tl::cuda {
 
@@ -46,7 +46,7 @@ class DeviceBuffer {
   size_t n_ = 0;
 };
 
-class DeviceStepBackend final : public train::StepBackend {
+class DeviceStepBackend final : public StepBackend {
  public:
   explicit DeviceStepBackend(DeviceTrainerOptions opt) : opt_(std::move(opt)) {
     world_ = opt_.comm ? opt_.comm->world() : 1;
@@ -55,7 +55,7 @@ class DeviceStepBackend final : public train::StepBackend {
   }
 
   void start(const Model& model, std::span<const float> m, std::span<const float> v,
-             const std::vector<std::pair<size_t, const train::TensorMask*>>& masks) override {
+             const std::vector<std::pair<size_t, const TensorMask*>>& masks) override {
     if (!net_) {
       net_ = std::make_unique<DeviceModel>(model, opt_.model);
       n_ = net_->num_params();
@@ -275,7 +275,7 @@ class DeviceStepBackend final : public train::StepBackend {
 
 }  // namespace
 
-std::unique_ptr<train::StepBackend> make_device_step_backend(DeviceTrainerOptions options) {
+std::unique_ptr<StepBackend> make_device_step_backend(DeviceTrainerOptions options) {
   return std::make_unique<DeviceStepBackend>(std::move(options));
 }
 

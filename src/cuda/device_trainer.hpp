@@ -1,11 +1,11 @@
-// The CUDA step backend (train/step_backend.hpp): the Trainer's step on one GPU, or on several through
+// The CUDA step backend (model/backend.hpp): the Trainer's step on one GPU, or on several through
 // NCCL data parallelism (one process per GPU; cuda/nccl.hpp). Parameters, gradients and AdamW moments live
 // on the device in the flat Model::params layout; masks are one bit per parameter.
 #pragma once
 #include <memory>
 
 #include "cuda/device_model.hpp"
-#include "train/step_backend.hpp"
+#include "model/backend.hpp"
 
 namespace tl::cuda {
 
@@ -23,6 +23,6 @@ struct DeviceTrainerOptions {
   bool shard_optimizer = false;
 };
 
-std::unique_ptr<train::StepBackend> make_device_step_backend(DeviceTrainerOptions options);
+std::unique_ptr<StepBackend> make_device_step_backend(DeviceTrainerOptions options);
 
 }  // namespace tl::cuda

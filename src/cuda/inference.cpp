@@ -15,7 +15,7 @@ DeviceModelOptions inference_options(const Model& model, int64_t max_tokens, std
            "{} --device cuda: {} of {} linears have fixed scales; the GPU needs all or none", command, fixed,
            linears);
   DeviceModelOptions o;
-  o.quant.weight_quant = fixed ? train::WeightQuantMode::Fixed : train::WeightQuantMode::Absmean;
+  o.quant.weight_quant = fixed ? WeightQuant::Fixed : WeightQuant::Absmean;
   o.quant.act_quant = true;
   o.max_tokens = max_tokens;
   o.constant_weights = true;

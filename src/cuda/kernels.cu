@@ -112,9 +112,9 @@ __device__ void norm_quant_row(const float* x, double ss, const float* w, int64_
   float amax = 0.f;
   for (int64_t i = threadIdx.x; i < C; i += blockDim.x) amax = fmaxf(amax, fabsf(w[i] * (x[i] * r)));
   amax = block_max(amax);
-  const float s = (1.0f / fmaxf(amax, 1e-5f)) * 127.0f;  // as torch: reciprocal, then times 127
+  const float s = quant::act_scale(amax);
   for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
-    const float q = fminf(fmaxf(rintf((w[i] * (x[i] * r)) * s), -128.f), 127.f);
+    const float q = quant::act_code(w[i] * (x[i] * r), s);
     store(out + i, q);
   }
   if (threadIdx.x == 0) {
@@ -146,7 +146,7 @@ __global__ void weight_stats_partial_kernel(double* psum, unsigned long long* pc
   for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
     const float v = w[i];
     sum += fabs(double(v));
-    if (fixed) cnt += rintf(v * inv) != 0.f;
+    if (fixed) cnt += quant::weight_code(v, inv) != 0.f;
   }
   sum = block_sum(sum);
   cnt = block_sum(cnt);
@@ -158,28 +158,28 @@ __global__ void weight_stats_partial_kernel(double* psum, unsigned long long* pc
 
 __global__ void weight_stats_finalize_kernel(float* alpha, float* eff, const double* psum,
                                              const unsigned long long* pcnt, const LinearDesc* lin, int nlin,
-                                             int mode, const float* fixed) {
+                                             WeightQuant mode, const float* fixed) {
   const int li = blockIdx.x * blockDim.x + threadIdx.x;
   if (li >= nlin) return;
   const LinearDesc d = lin[li];
   const int64_t nb = (d.numel + kStatBlock - 1) / kStatBlock;
-  if (mode == kOff) {
+  if (mode == WeightQuant::Off) {
     alpha[li] = 0.f;
     eff[li] = 1.f;
     return;
   }
   float a;
-  if (mode == kAbsmean) {
+  if (mode == WeightQuant::Absmean) {
     double sum = 0;
     for (int64_t b = 0; b < nb; ++b) sum += psum[d.block_start + b];
     const float mean = d.numel ? float(sum / double(d.numel)) : 0.f;
-    a = fmaxf(mean, 1e-5f);
+    a = quant::absmean_alpha(mean);
   } else {
     a = fixed[li];
   }
   const float inv = 1.0f / a;
   float e = 1.0f / inv;  // one code stands for code / inv (transformers divides by s = 1/alpha)
-  if (mode == kRptFixed) {
+  if (mode == WeightQuant::RptFixed) {
     unsigned long long nz = 0;
     for (int64_t b = 0; b < nb; ++b) nz += pcnt[d.block_start + b];
     e *= d.numel ? float(double(nz) / double(d.numel)) : 0.f;
@@ -192,7 +192,7 @@ __global__ void weight_codes_kernel(bf16* codes, const float* w, int64_t n, cons
   const float inv = alpha ? 1.0f / *alpha : 0.f;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    codes[i] = alpha ? __float2bfloat16(fminf(fmaxf(rintf(w[i] * inv), -1.f), 1.f)) : __float2bfloat16(w[i]);
+    codes[i] = alpha ? __float2bfloat16(quant::weight_code(w[i], inv)) : __float2bfloat16(w[i]);
 }
 
 // Four codes per thread (16-byte loads, 8-byte stores) where the pointers allow: this kernel streams every
@@ -204,7 +204,7 @@ __global__ void weight_codes4_kernel(bf16* codes, const float* w, int64_t n4, co
     const float4 x = reinterpret_cast<const float4*>(w)[i];
     float c[4] = {x.x, x.y, x.z, x.w};
     if (alpha)
-      for (float& v : c) v = fminf(fmaxf(rintf(v * inv), -1.f), 1.f);
+      for (float& v : c) v = quant::weight_code(v, inv);
     __align__(8) bf16 o[4] = {__float2bfloat16(c[0]), __float2bfloat16(c[1]), __float2bfloat16(c[2]),
                               __float2bfloat16(c[3])};
     reinterpret_cast<uint2*>(codes)[i] = *reinterpret_cast<const uint2*>(o);
@@ -469,7 +469,8 @@ void weight_stats_partial(double* psum, unsigned long long* pcnt, const float* p
 }
 
 void weight_stats_finalize(float* alpha, float* eff, const double* psum, const unsigned long long* pcnt,
-                           const LinearDesc* lin, int nlin, int mode, const float* fixed, cudaStream_t s) {
+                           const LinearDesc* lin, int nlin, WeightQuant mode, const float* fixed,
+                           cudaStream_t s) {
   weight_stats_finalize_kernel<<<unsigned((nlin + 63) / 64), 64, 0, s>>>(alpha, eff, psum, pcnt, lin, nlin,
                                                                          mode, fixed);
   TL_CUDA_CHECK_LAUNCH();

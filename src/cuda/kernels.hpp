@@ -14,6 +14,8 @@
 
 #include <cuda_runtime.h>
 
+#include "model/quant_math.hpp"  // WeightQuant
+
 struct __nv_bfloat16;
 
 namespace tl::cuda {
@@ -23,9 +25,6 @@ class Gemm;  // cuda/gemm.hpp
 namespace tl::cuda::k {
 
 using bf16 = __nv_bfloat16;
-
-// Weight-quantizer modes (as train::WeightQuantMode).
-enum WeightMode : int { kAbsmean = 0, kFixed = 1, kRptFixed = 2, kOff = 3 };
 
 // One linear for the weight statistics: its offset and size in the flat parameters, and its first block of
 // `block_elems` elements in the partial-sum arrays.
@@ -41,7 +40,8 @@ void weight_stats_partial(double* psum, unsigned long long* pcnt, const float* p
 // Per linear: alpha (the code scale: absmean = max(mean|w|, 1e-5) in fp32, or the fixed scale; 0 when off)
 // and eff (see above). fixed: device (nlin) or null.
 void weight_stats_finalize(float* alpha, float* eff, const double* psum, const unsigned long long* pcnt,
-                           const LinearDesc* lin, int nlin, int mode, const float* fixed, cudaStream_t s);
+                           const LinearDesc* lin, int nlin, WeightQuant mode, const float* fixed,
+                           cudaStream_t s);
 // codes (n) = clamp(rint(w * (1 / *alpha)), -1, 1) as bf16; with alpha == null, bf16(w) (quantizer off).
 void weight_codes(bf16* codes, const float* w, int64_t n, const float* alpha, cudaStream_t s);
 void to_bf16(bf16* out, const float* in, int64_t n, cudaStream_t s);

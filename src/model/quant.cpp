@@ -49,7 +49,7 @@ float absmean_scale(const float* w, size_t n) {
   double sum = 0;
   for (double p : partial) sum += p;
   const float mean = n ? float(sum / double(n)) : 0.0f;
-  return std::max(mean, kWeightScaleEps);
+  return quant::absmean_alpha(mean);
 }
 
 size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
@@ -58,8 +58,7 @@ size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
   size_t zeros = 0;
 #pragma omp parallel for schedule(static) reduction(+ : zeros) if (n > (size_t(1) << 18))
   for (size_t i = 0; i < n; ++i) {
-    const float r = std::clamp(std::nearbyint(w[i] * inv), -1.0f, 1.0f);
-    codes[i] = int8_t(r);
+    codes[i] = int8_t(quant::weight_code(w[i], inv));
     zeros += (codes[i] == 0);
   }
   return zeros;
@@ -68,18 +67,18 @@ size_t ternarize(const float* w, size_t n, float alpha, int8_t* codes) {
 float act_scale(float amax) {
   // torch evaluates `127 / t` as t.reciprocal() * 127 (Tensor.__rtruediv__): two roundings, not one
   // division. Matching it keeps every int8 code identical to transformers' ActQuant.
-  return (1.0f / std::max(amax, kActScaleEps)) * 127.0f;
+  return quant::act_scale(amax);
 }
 
 float quantize_activation_row(const float* x, size_t n, int8_t* q) {
   const float s = act_scale(abs_max(x, n));
-  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f));
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(quant::act_code_of_rounded(round_half_even_small(x[i] * s)));
   return s;
 }
 
 float fake_quantize_activation_row(const float* x, size_t n, float* out) {
   const float s = act_scale(abs_max(x, n));
-  for (size_t i = 0; i < n; ++i) out[i] = std::clamp(round_half_even_small(x[i] * s), -128.0f, 127.0f) / s;
+  for (size_t i = 0; i < n; ++i) out[i] = quant::act_code_of_rounded(round_half_even_small(x[i] * s)) / s;
   return s;
 }
 
@@ -119,8 +118,8 @@ WeightQuant parse_weight_quant(const std::string& s) {
 float quantize_row_i8(const float* w, size_t n, int8_t* q) {
   float amax = 0;
   for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(w[i]));
-  const float scale = amax > 0 ? amax / 127.0f : 1.0f;
-  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(std::nearbyint(w[i] / scale), -127.0f, 127.0f));
+  const float scale = quant::head_i8_scale(amax);
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(quant::head_i8_code(w[i], scale));
   return scale;
 }
 

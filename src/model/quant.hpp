@@ -15,26 +15,14 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "model/quant_math.hpp"
 
 namespace tl {
 
-// How a forward quantizes the ternary linears' weights: the one spec that evaluation, training, snap,
-// export and the CUDA kernels share (the kernels take it as its int value).
-enum class WeightQuant : int {
-  Absmean = 0,  // alpha = max(mean|W|, 1e-5) recomputed from the latent weights at every forward (BitNet)
-  Fixed = 1,    // alpha = Model::fixed_scale[linear name] (packed checkpoints; one quantizer); must be set
-  // The RPT deploy script's STE exactly (rpt-spec §5.3): codes from the fixed scale s (captured before
-  // pruning), then transformers' WeightQuant quantizes s·code again with mean|s·code| = s·(1 − z), z the
-  // zero-code fraction: the forward sees code · s · (1 − z). Needs fixed_scale like Fixed.
-  RptFixed = 2,
-  Off = 3,  // plain linear (finite-difference checks)
-};
+// WeightQuant (the one weight-quantizer spec) and the arithmetic: model/quant_math.hpp.
 // "absmean", "fixed", "rpt-fixed", "off"; parse_weight_quant refuses anything else, naming the choices.
 std::string weight_quant_name(WeightQuant m);
 WeightQuant parse_weight_quant(const std::string& s);
-
-inline constexpr float kWeightScaleEps = 1e-5f;
-inline constexpr float kActScaleEps = 1e-5f;
 
 // mean|w| over all n entries (accumulated in double, returned as float), clamped below at 1e-5.
 float absmean_scale(const float* w, size_t n);

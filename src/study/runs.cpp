@@ -170,7 +170,7 @@ json run_level(Context& ctx, const Level& l) {
               {"level_index", l.index},
               {"target", l.method ? l.target : 0.0},
               {"seed_index", l.seed_index}};
-  std::vector<train::TensorMask> masks;
+  std::vector<TensorMask> masks;
   if (l.method) {
     PruneOptions po;
     po.method = *l.method;
@@ -255,8 +255,7 @@ json run_c3_snap(Context& ctx, const std::vector<std::string>& p) {
   const std::string chain = fmt::format("c3-{}-s{}", arm, k);
   const size_t last = ctx.budget.c3_levels.size() - 1;
   Model m = load_state(state_dir(ctx, chain, last));
-  const std::vector<train::TensorMask> masks =
-      arm == "deploy" ? masks_of_zeros(m) : std::vector<train::TensorMask>{};
+  const std::vector<TensorMask> masks = arm == "deploy" ? masks_of_zeros(m) : std::vector<TensorMask>{};
   const std::unordered_map<std::string, float> s_orig = m.fixed_scale;  // the codes' scale, before (1 - z)
   const train::SnapReport snap = train::snap_model(m, WeightQuantMode::RptFixed, masks);
   const double ternary = train::verify_ternary(m, masks);

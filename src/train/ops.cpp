@@ -155,7 +155,7 @@ Real absmean_alpha(const Real* w, size_t n) {
   } else {
     double sum = 0;
     for (size_t i = 0; i < n; ++i) sum += std::fabs(w[i]);
-    return std::max(n ? sum / double(n) : 0.0, double(kWeightScaleEps));
+    return quant::absmean_alpha(n ? sum / double(n) : 0.0);
   }
 }
 
@@ -164,7 +164,7 @@ void weight_quant_forward(Real* w_eff, const Real* w, size_t n, Real alpha) {
   // As transformers (and tl::ternarize): codes from w * (1/alpha), then divided by that same 1/alpha.
   const Real inv = Real(1) / alpha;
 #pragma omp parallel for schedule(static) if (n >= size_t(16 * kParallelMin))
-  for (size_t i = 0; i < n; ++i) w_eff[i] = std::clamp(std::nearbyint(w[i] * inv), Real(-1), Real(1)) / inv;
+  for (size_t i = 0; i < n; ++i) w_eff[i] = quant::weight_code(w[i], inv) / inv;
 }
 
 template <class Real>
@@ -178,8 +178,8 @@ void act_quant_forward(Real* out, const Real* inp, int64_t N, int64_t C) {
     } else {
       double amax = 0;
       for (int64_t i = 0; i < C; ++i) amax = std::max(amax, std::fabs(x[i]));
-      const double s = (1.0 / std::max(amax, double(kActScaleEps))) * 127.0;
-      for (int64_t i = 0; i < C; ++i) o[i] = std::clamp(std::nearbyint(x[i] * s), -128.0, 127.0) / s;
+      const double s = quant::act_scale(amax);
+      for (int64_t i = 0; i < C; ++i) o[i] = quant::act_code(x[i], s) / s;
     }
   }
 }

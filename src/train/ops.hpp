@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "model/backend.hpp"  // kIgnoreTarget
+
 namespace tl::train {
 
 // ---------------------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ void residual_backward(Real* da, Real* db, const Real* dout, int64_t n);
 // of counted rows. The mean loss is sum(losses) / count. Targets are not range-checked here.
 // Backward, fused with the softmax: dlogits (N,V) = dloss * (softmax(row) - onehot(target)) for counted rows,
 // 0 for ignored rows (written, not accumulated: dlogits is a scratch buffer). dloss = 1/count for the mean.
-inline constexpr int32_t kIgnoreTarget = -1;
+using ::tl::kIgnoreTarget;  // model/backend.hpp
 template <class Real>
 int64_t crossentropy_forward(Real* losses, const Real* logits, const int32_t* targets, int64_t N, int64_t V);
 template <class Real>

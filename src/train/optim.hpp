@@ -6,22 +6,12 @@
 #include <span>
 #include <vector>
 
+#include "model/backend.hpp"  // AdamWConfig, ParamPrecision
+
 namespace tl {
 
-struct AdamWConfig {
-  double lr = 5e-4;  // peak learning rate (the schedule scales it)
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double weight_decay = 0.01;  // decoupled: p *= 1 - lr·wd before the Adam step
-};
 // Errors: lr < 0 or not finite, betas outside [0, 1), eps <= 0, weight_decay < 0.
 void validate(const AdamWConfig& c);
-
-// How parameters and optimizer state are stored between steps.
-//   Fp32 — fp32 master weights and moments (the usual practice).
-//   Bf16 — the study's pure-bf16 AdamW (rpt-spec §4.2, §4.5): parameters, gradients and both moments are
-//          bf16 and every elementwise op of torch's update rounds its result to bf16, so updates smaller
-//          than half a bf16 spacing are lost exactly as they were on the study's H100.
-enum class ParamPrecision { Fp32, Bf16 };
 
 // torch.optim.AdamW (single-tensor path), over one flat parameter buffer:
 //   p *= 1 - lr·wd;  m = lerp(m, g, 1-β1);  v = β2·v + (1-β2)·g²

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "model/backend.hpp"
 #include "model/model.hpp"
 #include "model/quant.hpp"
 #include "train/ops.hpp"
@@ -48,10 +49,8 @@ using WeightQuantMode = ::tl::WeightQuant;
 // same weights as this training forward. `w` (n) are the latent weights.
 float effective_weight_scale(WeightQuantMode mode, const float* w, size_t n, float fixed_scale);
 
-struct TrainOptions {
-  WeightQuantMode weight_quant = WeightQuantMode::Absmean;
-  bool act_quant = true;  // per-token int8 ActQuant on every BitLinear input
-};
+// The forward's quantizers (model/backend.hpp).
+using ::tl::TrainOptions;
 
 // Logit gradients are formed this many elements (rows x V) at a time in backward.
 inline constexpr int64_t kLogitChunk = int64_t(1) << 24;

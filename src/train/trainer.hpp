@@ -21,9 +21,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/rng.hpp"
+#include "model/backend.hpp"
 #include "model/model.hpp"
 #include "train/optim.hpp"
-#include "train/step_backend.hpp"
 #include "train/train_model.hpp"
 
 namespace tl::train {
@@ -56,11 +56,9 @@ struct NonFiniteError : std::runtime_error {
   NonFiniteError(int64_t s, const std::string& what) : std::runtime_error(what), step(s) {}
 };
 
-// Keep-mask of one tensor (1 keep, 0 pruned), by HF name; shape as the tensor.
-struct TensorMask {
-  std::string name;
-  std::vector<uint8_t> keep;
-};
+// The step backend interface and keep-masks (model/backend.hpp), under the names training code uses.
+using ::tl::StepBackend;
+using ::tl::TensorMask;
 
 struct StepLog {
   int64_t step = 0;  // 1-based

@@ -48,7 +48,7 @@ cuda::Communicator* process_communicator() {
   return comm.get();
 }
 
-std::unique_ptr<train::StepBackend> make_step_backend(Device device, const StepBackendRequest& request) {
+std::unique_ptr<StepBackend> make_step_backend(Device device, const StepBackendRequest& request) {
   if (device == Device::Cpu) return nullptr;
   require_device(device);
   const ProcessGroup& g = process_group();
@@ -111,7 +111,7 @@ cuda::Communicator* process_communicator() {
   return nullptr;
 }
 
-std::unique_ptr<train::StepBackend> make_step_backend(Device device, const StepBackendRequest&) {
+std::unique_ptr<StepBackend> make_step_backend(Device device, const StepBackendRequest&) {
   require_device(device);
   return nullptr;
 }

@@ -10,8 +10,8 @@
 
 #include "analysis/criticality.hpp"
 #include "eval/ppl.hpp"
+#include "model/backend.hpp"
 #include "model/model.hpp"
-#include "train/step_backend.hpp"
 #include "train/train_model.hpp"
 #include "workflow/device.hpp"
 
@@ -19,14 +19,14 @@ namespace tl {
 
 // What a training step on a device needs; the GPU and the data-parallel group come from process_group().
 struct StepBackendRequest {
-  train::TrainOptions quant;     // weight quantizer and ActQuant switch
+  TrainOptions quant;            // weight quantizer and ActQuant switch
   int64_t max_tokens = 0;        // the rows of one forward on this rank (micro-batch share, or evaluation)
   bool recompute = false;        // recompute activations in backward (less memory)
   bool shard_optimizer = false;  // ZeRO-1 over the ranks (only when there are several)
 };
 // The training step for `device`: nullptr for the CPU (the trainer's own reference step), the GPU's step
 // otherwise. Errors as require_device.
-std::unique_ptr<train::StepBackend> make_step_backend(Device device, const StepBackendRequest& request);
+std::unique_ptr<StepBackend> make_step_backend(Device device, const StepBackendRequest& request);
 
 // Per-position losses of token windows on the GPU, for ppl: one device model (the CPU reference's
 // quantizers, codes computed once) that scores up to max_tokens rows per call. Errors as require_device.

@@ -16,7 +16,6 @@
 namespace tl {
 
 namespace fs = std::filesystem;
-using train::TensorMask;
 using train::WeightQuantMode;
 
 namespace {

@@ -26,7 +26,6 @@
 namespace tl {
 
 namespace fs = std::filesystem;
-using train::TensorMask;
 using train::WeightQuantMode;
 
 namespace {
@@ -169,7 +168,7 @@ std::string state_name(const std::string& run) {
 
 // Validation perplexity on the training backend's own model (the GPU's copy, its quantizers: what its
 // forward computes), without a second copy of the model.
-PplResult backend_perplexity(train::StepBackend& backend, const PplData& data, int64_t vocab) {
+PplResult backend_perplexity(StepBackend& backend, const PplData& data, int64_t vocab) {
   auto losses = [&backend](std::span<const int32_t> toks, std::span<const int32_t> targets, int64_t B,
                            int64_t T,
                            std::vector<float>& out) { backend.eval_losses(toks, targets, B, T, out); };
@@ -187,7 +186,7 @@ void finish_record(TrainRunRecord& rec, int64_t tokens_done, double run_seconds)
 
 // The GPU's step backend for a run (null on the CPU): sized for a micro-batch and for `eval_tokens` tokens
 // of validation windows.
-std::unique_ptr<train::StepBackend> step_backend_for(const TrainRunOptions& opt, int64_t eval_tokens) {
+std::unique_ptr<StepBackend> step_backend_for(const TrainRunOptions& opt, int64_t eval_tokens) {
   StepBackendRequest r;
   r.quant = opt.train.quant;
   r.max_tokens = std::max(opt.train.batch / opt.train.grad_accum / process_group().world * opt.train.seq_len,

@@ -81,7 +81,7 @@ struct FinetuneOptions {
 TrainRunResult run_finetune(const FinetuneOptions& opt);
 
 // Keep-masks of the current zeros of every linear (a level's pruning and the earlier levels').
-std::vector<train::TensorMask> masks_of_zeros(const Model& m);
+std::vector<TensorMask> masks_of_zeros(const Model& m);
 // Zeros / weights over the ternary linears.
 double latent_sparsity(const Model& m);
 
@@ -92,7 +92,7 @@ std::string to_markdown(const TrainRunResult& r);
 // opt.recompute and opt.shard_optimizer apply; nothing is written and nothing is evaluated. The model holds
 // the trained weights afterwards (brought back from the GPU). A NaN or inf loss is a tl::Error.
 TrainRunRecord train_in_memory(Model& m, const TrainRunOptions& opt, std::span<const int32_t> tokens,
-                               std::vector<train::TensorMask> masks, const std::string& name);
+                               std::vector<TensorMask> masks, const std::string& name);
 
 // The perplexity of a model under a training quantizer mode: absmean / fixed run directly;
 // rpt-fixed runs on a snapped copy (the effective scales), exactly what training's forward computed.

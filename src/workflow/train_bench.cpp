@@ -53,7 +53,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt) {
       c.steps = opt.warmup + opt.steps;
       c.warmup = 0;
       c.seed = opt.seed;
-      std::unique_ptr<train::StepBackend> backend;
+      std::unique_ptr<StepBackend> backend;
       if (opt.device == Device::Cuda) {
         const ProcessGroup& g = process_group();
         TL_CHECK(batch % g.world == 0, "train-bench: batch {} does not split over {} GPUs", batch, g.world);

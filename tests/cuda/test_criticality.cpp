@@ -155,13 +155,13 @@ TEST(CudaCriticality, MeasurementsAndControlsMatchCpu) {
 TEST(CudaCriticality, InferenceOptionsFollowCpuModel) {
   Model m = criticality_model(3);  // no GPU needed: only the options
   DeviceModelOptions o = inference_options(m, 10, "criticality");
-  EXPECT_EQ(o.quant.weight_quant, train::WeightQuantMode::Absmean);
+  EXPECT_EQ(o.quant.weight_quant, WeightQuant::Absmean);
   EXPECT_TRUE(o.quant.act_quant);
   EXPECT_TRUE(o.constant_weights);
   EXPECT_EQ(o.max_tokens, 10);
   for (const auto& v : m.views)
     if (v.kind == ParamKind::Linear) m.fixed_scale[v.name] = 0.5f;
-  EXPECT_EQ(inference_options(m, 10, "criticality").quant.weight_quant, train::WeightQuantMode::Fixed);
+  EXPECT_EQ(inference_options(m, 10, "criticality").quant.weight_quant, WeightQuant::Fixed);
   m.fixed_scale.erase(m.fixed_scale.begin());
   try {
     inference_options(m, 10, "criticality");

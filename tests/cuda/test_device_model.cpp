@@ -40,9 +40,7 @@ namespace {
 
 using cuda_test::rel_l2;
 using test::error_of;
-using train::kIgnoreTarget;
-using train::TrainOptions;
-using train::WeightQuantMode;
+using WeightQuantMode = WeightQuant;
 
 BitNetConfig tiny_config() {
   BitNetConfig c = config_preset("tiny");  // hidden 64, 2 layers, 4 heads of 16, 2 kv heads, vocab 512

@@ -189,16 +189,16 @@ train::TrainConfig config() {
   return c;
 }
 
-std::unique_ptr<train::StepBackend> gpu_backend(const train::TrainConfig& c) {
+std::unique_ptr<StepBackend> gpu_backend(const train::TrainConfig& c) {
   DeviceTrainerOptions o;
   o.model.quant = c.quant;
   o.model.max_tokens = c.batch / c.grad_accum * c.seq_len;
   return make_device_step_backend(o);
 }
 
-train::TensorMask mask_of(const Model& m) {
+TensorMask mask_of(const Model& m) {
   const std::string name = Model::linear_name(1, kQ);
-  train::TensorMask mk{name, std::vector<uint8_t>(m.view(name).numel, 1)};
+  TensorMask mk{name, std::vector<uint8_t>(m.view(name).numel, 1)};
   for (size_t i = 0; i < mk.keep.size(); i += 5) mk.keep[i] = 0;
   return mk;
 }

@@ -169,7 +169,7 @@ TEST(CudaKernels, WeightStatsAbsmeanRptFixedAndOff) {
   Dev<unsigned long long> pcnt(static_cast<size_t>(nblocks));
 
   k::weight_stats_partial(psum.p, pcnt.p, params_d.p, lin_p, 2, nblocks, nullptr, nullptr);
-  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, k::kAbsmean, nullptr, nullptr);
+  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, WeightQuant::Absmean, nullptr, nullptr);
   auto a = alpha.host(), e = eff.host();
   for (int i = 0; i < 2; ++i) {
     const float want = absmean_scale(params.data() + lin[size_t(i)].offset, size_t(lin[size_t(i)].numel));
@@ -178,7 +178,8 @@ TEST(CudaKernels, WeightStatsAbsmeanRptFixedAndOff) {
   }
 
   k::weight_stats_partial(psum.p, pcnt.p, params_d.p, lin_p, 2, nblocks, fixed_d.p, nullptr);
-  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, k::kRptFixed, fixed_d.p, nullptr);
+  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, WeightQuant::RptFixed, fixed_d.p,
+                           nullptr);
   a = alpha.host();
   e = eff.host();
   for (int i = 0; i < 2; ++i) {
@@ -192,7 +193,7 @@ TEST(CudaKernels, WeightStatsAbsmeanRptFixedAndOff) {
     EXPECT_EQ(e[size_t(i)], (1.0f / (1.0f / fixed[size_t(i)])) * nonzero) << "rpt-fixed eff of linear " << i;
   }
 
-  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, k::kOff, nullptr, nullptr);
+  k::weight_stats_finalize(alpha.p, eff.p, psum.p, pcnt.p, lin_p, 2, WeightQuant::Off, nullptr, nullptr);
   EXPECT_EQ(alpha.host(), std::vector<float>({0.f, 0.f}));
   EXPECT_EQ(eff.host(), std::vector<float>({1.f, 1.f}));
 }
@@ -539,7 +540,7 @@ TEST(CudaKernels, CrossEntropyLossesAndGradientsWithIgnoredRows) {
   SKIP_WITHOUT_GPU();
   const int64_t rows = 6, V = 1000;
   const auto logits = randn(static_cast<size_t>(rows * V), 30, 3.f);
-  const std::vector<int32_t> targets = {5, 999, train::kIgnoreTarget, 0, 512, train::kIgnoreTarget};
+  const std::vector<int32_t> targets = {5, 999, kIgnoreTarget, 0, 512, kIgnoreTarget};
   std::vector<float> loss_ref(static_cast<size_t>(rows)), dl_ref(static_cast<size_t>(rows * V));
   const int64_t counted =
       train::crossentropy_forward(loss_ref.data(), logits.data(), targets.data(), rows, V);

@@ -134,3 +134,31 @@ TEST(ActQuant, FastRoundingEqualsNearbyint) {
     ASSERT_EQ(q[i], int8_t(want)) << "x=" << x[i];
   }
 }
+
+// model/quant_math.hpp is what the CUDA kernels compile too: its formulas, checked on the host.
+TEST(QuantMath, SharedFormulasAndNanPassesThrough) {
+  using namespace tl::quant;
+  EXPECT_EQ(weight_code(0.49f, 1.0f), 0.0f);
+  EXPECT_EQ(weight_code(0.5f, 1.0f), 0.0f);  // half to even
+  EXPECT_EQ(weight_code(1.5f, 1.0f), 1.0f);  // clamped
+  EXPECT_EQ(weight_code(-7.0f, 1.0f), -1.0f);
+  EXPECT_TRUE(std::signbit(weight_code(-0.3f, 1.0f)));  // -0: a code compared as a value is 0
+  EXPECT_EQ(act_scale(0.0f), (1.0f / 1e-5f) * 127.0f);  // floor, then reciprocal times 127
+  EXPECT_EQ(act_scale(2.0f), 0.5f * 127.0f);
+  EXPECT_EQ(act_code(300.0f, 1.0f), 127.0f);
+  EXPECT_EQ(act_code(-300.0f, 1.0f), -128.0f);
+  EXPECT_EQ(act_code(2.5f, 1.0f), 2.0f);
+  EXPECT_EQ(absmean_alpha(0.0f), kWeightScaleEps);
+  EXPECT_EQ(absmean_alpha(0.25), 0.25);
+  EXPECT_EQ(head_i8_scale(0.0f), 1.0f);
+  EXPECT_EQ(head_i8_scale(254.0f), 2.0f);
+  EXPECT_EQ(head_i8_code(-1000.0f, 1.0f), -127.0f);  // symmetric: never -128
+  // NaN is not turned into a valid code (fminf/fmaxf would make it a bound): the loss sees it.
+  const float nan = std::nanf("");
+  EXPECT_TRUE(std::isnan(weight_code(nan, 1.0f)));
+  EXPECT_TRUE(std::isnan(act_code(nan, 1.0f)));
+  EXPECT_TRUE(std::isnan(act_scale(nan)));
+  // The double twin (train/ops' finite-difference model) uses the same formulas.
+  EXPECT_EQ(act_code(2.5, 1.0), 2.0);
+  EXPECT_EQ(act_scale(2.0), 63.5);
+}
