@@ -477,7 +477,8 @@ GgufFloatTable GgufModelReader::read_table(const std::string& hf_name) const {
   out.cols = int64_t(t.dims[0]);
   out.rows = int64_t(t.numel() / t.dims[0]);
   if (t.type != GgmlType::F16) {
-    out.f32 = floats_of(*s_->file, t);
+    const std::vector<float> values = floats_of(*s_->file, t);
+    out.f32.assign(values.begin(), values.end());
     return out;
   }
   floats_of(*s_->file, t);  // checks every value is finite

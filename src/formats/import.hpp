@@ -37,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/huge_pages.hpp"
 #include "formats/gguf.hpp"
 #include "model/model.hpp"
 #include "model/quant.hpp"
@@ -74,8 +75,8 @@ struct GgufFormat {
 // A (rows, cols) float matrix as stored: f16 bits for an F16 tensor (no conversion), else fp32.
 struct GgufFloatTable {
   int64_t rows = 0, cols = 0;
-  std::vector<float> f32;
-  std::vector<uint16_t> f16;
+  HugeVector<float> f32;  // huge pages: an LM head is streamed once per decoded token
+  HugeVector<uint16_t> f16;
   bool is_f16() const { return !f16.empty(); }
 };
 

@@ -658,8 +658,8 @@ void Engine::head_rows(const float* h, int64_t rows, float* out) const {
                 t.f32.data(), int(C), 0.0f, out, int(V));
     return;
   }
-  // The decode GEMVs, row by row, over tiles of head rows (about 256 KiB, a multiple of 4 rows: the GEMVs'
-  // row groups, so every output is computed exactly as by one GEMV over the whole head).
+  // The decode GEMVs, row by row, over tiles of head rows (about 256 KiB, a multiple of 4 rows). Each output
+  // is one row's dot product on its own, so a tile computes it exactly as one GEMV over the whole head.
   const bool i8 = head_type_ == "i8";
   std::vector<int8_t> hq;
   std::vector<float> hs;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/huge_pages.hpp"
 #include "cpu/forward.hpp"
 #include "cpu/ternary_kernels.hpp"
 #include "formats/import.hpp"
@@ -25,8 +26,8 @@ namespace tl {
 // A (rows, cols) float table stored as fp32 or as f16 bits: the embedding and the LM head.
 struct FloatTable {
   int64_t rows = 0, cols = 0;
-  std::vector<float> f32;     // (rows, cols) when stored as fp32
-  std::vector<uint16_t> f16;  // (rows, cols) f16 bits when stored as f16
+  HugeVector<float> f32;     // (rows, cols) when stored as fp32
+  HugeVector<uint16_t> f16;  // (rows, cols) f16 bits when stored as f16
   bool is_f16() const { return !f16.empty(); }
   void row(int64_t r, float* out) const;  // row r as fp32 (exact)
   size_t bytes() const { return f32.size() * 4 + f16.size() * 2; }
@@ -91,7 +92,7 @@ class Engine : public LanguageModel {
   // multiple of 128). Fused matrices (q|k|v, gate|up) keep one scale per row segment.
   struct Packed {
     int64_t rows = 0, in = 0, kp = 0;
-    std::vector<uint8_t> bytes;    // (rows, kp/4)
+    HugeVector<uint8_t> bytes;     // (rows, kp/4), on huge pages (core/huge_pages.hpp)
     std::vector<int64_t> seg_end;  // row where each segment ends
     std::vector<float> seg_scale;  // alpha of each segment
   };
@@ -108,8 +109,8 @@ class Engine : public LanguageModel {
   std::vector<Layer> layers_;
   std::vector<float> norm_final_;
   FloatTable embed_;
-  FloatTable head_;              // empty (rows 0) when tied and stored like the embedding
-  std::vector<int8_t> head_i8_;  // (V, C) for the int8 head
+  FloatTable head_;             // empty (rows 0) when tied and stored like the embedding
+  HugeVector<int8_t> head_i8_;  // (V, C) for the int8 head
   std::vector<float> head_i8_scale_;
   std::string head_type_;
   RopeTable rope_;

@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/file.hpp"
 #include "core/half.hpp"
+#include "core/huge_pages.hpp"
 #include "core/parse.hpp"
 #include "core/rng.hpp"
 
@@ -141,4 +142,23 @@ TEST(EnumNames, NamesAndParsesFromOneTable) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "paint: unknown color 'Red': expected red, green or blue");
   }
+}
+
+// Large blocks start on a 2 MiB boundary (so they can be backed by huge pages); small ones are ordinary but
+// 64-byte aligned; contents, growth and copies behave as std::vector's.
+TEST(HugeVector, LargeBlocksAreHugePageAlignedAndBehaveAsVectors) {
+  tl::HugeVector<uint16_t> big(size_t(3) << 20, 7);  // 6 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % tl::kHugePageBytes, 0u);
+  EXPECT_EQ(big[123456], 7);
+  big.push_back(9);  // reallocates: the copy keeps the contents
+  EXPECT_EQ(big.back(), 9);
+  EXPECT_EQ(big[size_t(3) << 19], 7);
+  tl::HugeVector<uint8_t> small(100, 1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+  tl::HugeVector<uint8_t> copy = small;
+  EXPECT_EQ(copy, small);
+  std::vector<float> values = {1, 2, 3};
+  tl::HugeVector<float> from(values.begin(), values.end());
+  EXPECT_EQ(from.size(), 3u);
+  EXPECT_THROW(tl::HugeVector<double>(size_t(-1) / 4), std::length_error);
 }

@@ -239,72 +239,58 @@ TL_TARGET_AVX2 inline float hsum_ps_avx2(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int R>
-TL_TARGET_AVX2 void f16_group_avx2(float* out, const uint16_t* w, int64_t K, const float* x, int64_t m) {
-  const int64_t K8 = K / 8 * 8;
-  __m256 acc[R];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K8; k += 8) {
-    const __m256 xv = _mm256_loadu_ps(x + k);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      if (k % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + (m + r + 2 * R) * K + k), _MM_HINT_T0);
-      const __m256 wv =
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (m + r) * K + k)));
-      acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
-    }
+TL_TARGET_AVX2 inline __m256 f16x8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// One row of the f16 GEMV: four independent FMA chains over 32 columns a step, then 8 at a time, then the
+// tail in scalar code.
+TL_TARGET_AVX2 inline float f16_row_avx2(const uint16_t* row, int64_t K, const float* x) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    a0 = _mm256_fmadd_ps(f16x8(row + k), _mm256_loadu_ps(x + k), a0);
+    a1 = _mm256_fmadd_ps(f16x8(row + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+    a2 = _mm256_fmadd_ps(f16x8(row + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+    a3 = _mm256_fmadd_ps(f16x8(row + k + 24), _mm256_loadu_ps(x + k + 24), a3);
   }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    float sum = hsum_ps_avx2(acc[r]);
-    for (int64_t k = K8; k < K; ++k) sum += f16_to_f32(w[(m + r) * K + k]) * x[k];
-    out[m + r] = sum;
+  for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(f16x8(row + k), _mm256_loadu_ps(x + k), a0);
+  float sum = hsum_ps_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; k < K; ++k) sum += f16_to_f32(row[k]) * x[k];
+  return sum;
+}
+
+// One row of the int8 GEMV. x16: xq widened to int16. madd of int16 pairs: |w0 x0 + w1 x1| <= 2*128*128 =
+// 32768, exact in int32.
+TL_TARGET_AVX2 inline __m256i i8x16_madd(const int8_t* w, const int16_t* x16) {
+  return _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16)));
+}
+TL_TARGET_AVX2 inline int32_t i8_row_avx2(const int8_t* row, int64_t K, const int8_t* xq,
+                                          const int16_t* x16) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    a0 = _mm256_add_epi32(a0, i8x16_madd(row + k, x16 + k));
+    a1 = _mm256_add_epi32(a1, i8x16_madd(row + k + 16, x16 + k + 16));
   }
+  for (; k + 16 <= K; k += 16) a0 = _mm256_add_epi32(a0, i8x16_madd(row + k, x16 + k));
+  return hsum_avx2(_mm256_add_epi32(a0, a1)) + i8_dot_generic(row + k, xq + k, K - k);
 }
 
 }  // namespace
 
+// Rows one after another: a thread's loads form one sequential stream, which the hardware prefetchers
+// follow best (as f16_rows_avx512).
 TL_TARGET_AVX2 void f16_rows_avx2(float* out, const uint16_t* w, int64_t K, const float* x, int64_t m0,
                                   int64_t m1) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) f16_group_avx2<4>(out, w, K, x, m);
-  for (; m < m1; ++m) f16_group_avx2<1>(out, w, K, x, m);
+  for (int64_t m = m0; m < m1; ++m) out[m] = f16_row_avx2(w + m * K, K, x);
 }
 
-namespace {
-
-// x16: xq widened to int16. madd of int16 pairs: |w0 x0 + w1 x1| <= 2*128*128 = 32768, exact in int32.
-template <int R>
-TL_TARGET_AVX2 void i8_group_avx2(int32_t* dots, const int8_t* w, int64_t K, const int8_t* xq,
-                                  const int16_t* x16, int64_t m) {
-  const int64_t K16 = K / 16 * 16;
-  __m256i acc[R];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
-  for (int64_t k = 0; k < K16; k += 16) {
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x16 + k));
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      if (k % 64 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + (m + r + 2 * R) * K + k), _MM_HINT_T0);
-      const __m256i wv =
-          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (m + r) * K + k)));
-      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(wv, xv));
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-    dots[r] = hsum_avx2(acc[r]) + i8_dot_generic(w + (m + r) * K + K16, xq + K16, K - K16);
-}
-
-}  // namespace
-
-// Rows [m0, m1) into dots[0 .. m1-m0).
+// Rows [m0, m1) into dots[0 .. m1-m0), one after another.
 TL_TARGET_AVX2 void i8_rows_avx2(int32_t* dots, const int8_t* w, int64_t K, const int8_t* xq,
                                  const int16_t* x16, int64_t m0, int64_t m1) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) i8_group_avx2<4>(dots + (m - m0), w, K, xq, x16, m);
-  for (; m < m1; ++m) i8_group_avx2<1>(dots + (m - m0), w, K, xq, x16, m);
+  for (int64_t m = m0; m < m1; ++m) dots[m - m0] = i8_row_avx2(w + m * K, K, xq, x16);
 }
 
 }  // namespace tl::kernels_detail
