@@ -29,9 +29,10 @@ constexpr int64_t kColdBytes = int64_t(256) << 20;  // well above the L3 of the 
 
 // Packed ternary weights: `copies` copies of one random (M, K/4) matrix of codes 0..2 (code 3 is never
 // written), about a third zeros each. Copies keep the set-up fast; a rotation over them defeats the caches.
-std::vector<uint8_t> random_weights(int64_t bytes, int64_t copies, uint64_t seed) {
+HugeVector<uint8_t> random_weights(int64_t bytes, int64_t copies,
+                                   uint64_t seed) {  // as the engine holds them
   Rng rng(seed);
-  std::vector<uint8_t> v(size_t(bytes * copies));
+  HugeVector<uint8_t> v(size_t(bytes * copies));
   for (int64_t i = 0; i < bytes; ++i) {
     uint8_t byte = 0;
     for (int g = 0; g < 4; ++g) byte = uint8_t(byte << 2 | uint8_t(rng.below(3)));
