@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <span>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -36,10 +37,11 @@ std::vector<uint64_t> squeezed(std::vector<uint64_t> d) {
 }
 
 // A float tensor (F32/F16/BF16) as fp32; NaN or Inf is an error naming the tensor and element.
-std::vector<float> floats_of(const GgufFile& f, const GgufTensorInfo& t) {
+// The values of an F32, F16 or BF16 tensor into out (numel of them), each checked finite: written straight
+// into the caller's buffer, so a table held in a HugeVector is not copied twice.
+void read_floats(const GgufFile& f, const GgufTensorInfo& t, std::span<float> out) {
   const auto bytes = f.bytes(t);
-  const size_t n = size_t(t.numel());
-  std::vector<float> out(n);
+  const size_t n = out.size();
   switch (t.type) {
     case GgmlType::F32:
       std::memcpy(out.data(), bytes.data(), n * 4);
@@ -57,7 +59,21 @@ std::vector<float> floats_of(const GgufFile& f, const GgufTensorInfo& t) {
   }
   for (size_t i = 0; i < n; ++i)
     TL_CHECK(std::isfinite(out[i]), "{}: tensor '{}' element {} is {}", f.what(), t.name, i, out[i]);
+}
+
+std::vector<float> floats_of(const GgufFile& f, const GgufTensorInfo& t) {
+  std::vector<float> out(size_t(t.numel()));
+  read_floats(f, t, out);
   return out;
+}
+
+// An F16 tensor's bits into out, each value checked finite on its bits (exponent not all ones), with the
+// same message as read_floats: no fp32 copy of the table is made.
+void read_f16_bits(const GgufFile& f, const GgufTensorInfo& t, std::span<uint16_t> out) {
+  std::memcpy(out.data(), f.bytes(t).data(), out.size() * 2);
+  for (size_t i = 0; i < out.size(); ++i)
+    TL_CHECK((out[i] & 0x7C00) != 0x7C00, "{}: tensor '{}' element {} is {}", f.what(), t.name, i,
+             f16_to_f32(out[i]));
 }
 
 enum class Role { Embedding, LmHead, Norm, Linear, Scale };
@@ -477,13 +493,12 @@ GgufFloatTable GgufModelReader::read_table(const std::string& hf_name) const {
   out.cols = int64_t(t.dims[0]);
   out.rows = int64_t(t.numel() / t.dims[0]);
   if (t.type != GgmlType::F16) {
-    const std::vector<float> values = floats_of(*s_->file, t);
-    out.f32.assign(values.begin(), values.end());
+    out.f32.resize(size_t(t.numel()));
+    read_floats(*s_->file, t, out.f32);
     return out;
   }
-  floats_of(*s_->file, t);  // checks every value is finite
   out.f16.resize(size_t(t.numel()));
-  std::memcpy(out.f16.data(), s_->file->bytes(t).data(), out.f16.size() * 2);
+  read_f16_bits(*s_->file, t, out.f16);
   return out;
 }
 

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "../common/test_util.hpp"
@@ -280,6 +282,41 @@ TEST_F(RoundTrip, ReaderHandsOutTensorsOneByOne) {
   const auto want_norm = m.tensor("model.layers.1.mlp.ffn_sub_norm.weight");
   EXPECT_TRUE(std::equal(norm.begin(), norm.end(), want_norm.begin()));
   EXPECT_THAT(r.format().describe(), HasSubstr("bitnet.cpp (arch bitnet-b1.58"));
+}
+
+// An f16 table with an inf or a NaN is refused by read_table, naming the tensor and the element (checked on
+// the f16 bits; no fp32 copy of the table).
+TEST_F(RoundTrip, ReadTableRefusesNonFiniteF16) {
+  const Model m = test::random_model(cfg, 19);
+  export_gguf(m, tok, "", {ExportKind::I2_S, GgmlType::F16, "r"}, dir / "m.gguf");
+  std::string image;
+  {
+    std::ifstream in(dir / "m.gguf", std::ios::binary);
+    image.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // The embedding's first 16 values as stored (f16, little-endian) locate the table in the file.
+  const auto x = m.tensor("model.embed_tokens.weight");
+  std::string head;
+  for (int i = 0; i < 16; ++i) {
+    const uint16_t h = f32_to_f16(x[size_t(i)]);
+    head += char(h & 0xFF);
+    head += char(h >> 8);
+  }
+  const size_t at = image.find(head);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(image.find(head, at + 1), std::string::npos);
+  for (uint16_t bad : {uint16_t(0x7C00), uint16_t(0xFE00)}) {  // +inf, a NaN
+    std::string patched = image;
+    patched[at + 2 * 5] = char(bad & 0xFF);
+    patched[at + 2 * 5 + 1] = char(bad >> 8);
+    {
+      std::ofstream out(dir / "bad.gguf", std::ios::binary);
+      out << patched;
+    }
+    const GgufModelReader r(dir / "bad.gguf");
+    EXPECT_THAT([&] { (void)r.read_table("model.embed_tokens.weight"); },
+                ThrowsMessage<Error>(HasSubstr("tensor 'token_embd.weight' element 5 is")));
+  }
 }
 
 TEST_F(RoundTrip, MetadataAsMainlineExpects) {
