@@ -394,8 +394,9 @@ TL_TARGET_AVX512 inline float f16_row_avx512(const uint16_t* row, int64_t K, con
 }  // namespace
 
 // Rows one after another: a thread's loads form one sequential stream, which the hardware prefetchers
-// follow best. Measured on the 2b4t head (128256 x 2560, from memory, one thread, AMD EPYC Zen 5): 4 rows
-// in lockstep with software prefetches 13.9 GB/s, this 20-22 GB/s (docs/benchmarks.md).
+// follow best. Measured on the 2b4t head (bench_kernels head_f16: 128256 x 2560 from memory, one thread, AMD
+// EPYC Zen 5): 4 rows in lockstep with software prefetches 13.8 GB/s, this 18.6-21.6 GB/s on 4 KiB pages
+// and 22-24.5 on huge pages (docs/benchmarks.md).
 TL_TARGET_AVX512 void f16_rows_avx512(float* out, const uint16_t* w, int64_t K, const float* x, int64_t m0,
                                       int64_t m1) {
   for (int64_t m = m0; m < m1; ++m) out[m] = f16_row_avx512(w + m * K, K, x);
